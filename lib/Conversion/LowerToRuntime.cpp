@@ -1,0 +1,1262 @@
+//===- LowerToRuntime.cpp - fmoe stages to kernels and runtime calls ------===//
+//
+// Part of fmoe. Rewrites each layer function in destination-passing style on
+// flat buffers and lowers every stage to GPU kernels (built here with the
+// gpu/scf/arith/math dialects, specialised for the layer's static sizes) and
+// calls into the runtime library for grouped GEMMs, all-to-alls and memsets.
+//
+// Every buffer's size is linear in the token count T; allocations and
+// launches carry that size as attributes (`fmoe.rows`, `fmoe.cols`,
+// `fmoe.work`) so that the module writer can record it without evaluating
+// IR.
+//
+//===----------------------------------------------------------------------===//
+
+#include "fmoe/Transforms/Passes.h"
+#include "mlir/IR/SymbolTable.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+namespace mlir::fmoe {
+#define GEN_PASS_DEF_FMOELOWERTORUNTIME
+#include "fmoe/Transforms/Passes.h.inc"
+} // namespace mlir::fmoe
+
+using namespace mlir;
+using namespace mlir::fmoe;
+
+namespace {
+
+constexpr int64_t kBlock = 256;
+
+/// perToken * T + constant.
+struct Lin {
+  int64_t perToken = 0;
+  int64_t constant = 0;
+  Lin operator*(int64_t k) const { return {perToken * k, constant * k}; }
+};
+
+/// A tensor value's buffer: `rows x cols` elements.
+struct Buf {
+  Value mem;
+  Lin rows;
+  int64_t cols = 1;
+};
+
+Type elementOf(Value v) {
+  return cast<ShapedType>(v.getType()).getElementType();
+}
+int64_t dim(Value v, unsigned i) {
+  return cast<ShapedType>(v.getType()).getDimSize(i);
+}
+
+//===----------------------------------------------------------------------===//
+// Kernel bodies
+//===----------------------------------------------------------------------===//
+
+/// Small helpers to write kernel bodies: index and f32 arithmetic, loads that
+/// widen to f32 and stores that narrow to the buffer's element type.
+struct KB {
+  OpBuilder &b;
+  Location loc;
+
+  Value c(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
+  Value f(double v) {
+    return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
+  }
+  Value i32(int64_t v) {
+    return arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(v));
+  }
+  Value add(Value x, Value y) {
+    return isa<FloatType>(x.getType())
+               ? Value(arith::AddFOp::create(b, loc, x, y))
+               : Value(arith::AddIOp::create(b, loc, x, y));
+  }
+  Value sub(Value x, Value y) {
+    return isa<FloatType>(x.getType())
+               ? Value(arith::SubFOp::create(b, loc, x, y))
+               : Value(arith::SubIOp::create(b, loc, x, y));
+  }
+  Value mul(Value x, Value y) {
+    return isa<FloatType>(x.getType())
+               ? Value(arith::MulFOp::create(b, loc, x, y))
+               : Value(arith::MulIOp::create(b, loc, x, y));
+  }
+  Value div(Value x, Value y) {
+    return isa<FloatType>(x.getType())
+               ? Value(arith::DivFOp::create(b, loc, x, y))
+               : Value(arith::DivUIOp::create(b, loc, x, y));
+  }
+  Value rem(Value x, Value y) { return arith::RemUIOp::create(b, loc, x, y); }
+  Value exp(Value x) { return math::ExpOp::create(b, loc, x); }
+  Value sel(Value c, Value x, Value y) {
+    return arith::SelectOp::create(b, loc, c, x, y);
+  }
+  Value cmpi(arith::CmpIPredicate p, Value x, Value y) {
+    return arith::CmpIOp::create(b, loc, p, x, y);
+  }
+  Value cmpf(arith::CmpFPredicate p, Value x, Value y) {
+    return arith::CmpFOp::create(b, loc, p, x, y);
+  }
+  Value andi(Value x, Value y) { return arith::AndIOp::create(b, loc, x, y); }
+  Value ori(Value x, Value y) { return arith::OrIOp::create(b, loc, x, y); }
+  Value toIndex(Value x) {
+    return arith::IndexCastOp::create(b, loc, b.getIndexType(), x);
+  }
+  Value toI32(Value x) {
+    return arith::IndexCastOp::create(b, loc, b.getI32Type(), x);
+  }
+  /// Loads element `idx`; floats come back as f32.
+  Value ld(Value mem, Value idx) {
+    Value v = memref::LoadOp::create(b, loc, mem, ValueRange{idx});
+    if (isa<FloatType>(v.getType()) && !v.getType().isF32())
+      v = arith::ExtFOp::create(b, loc, b.getF32Type(), v);
+    return v;
+  }
+  void st(Value v, Value mem, Value idx) {
+    Type elt = cast<MemRefType>(mem.getType()).getElementType();
+    if (v.getType() != elt)
+      v = arith::TruncFOp::create(b, loc, elt, v);
+    memref::StoreOp::create(b, loc, v, mem, ValueRange{idx});
+  }
+  Value atomicAdd(Value v, Value mem, Value idx) {
+    return memref::AtomicRMWOp::create(b, loc, arith::AtomicRMWKind::addi, v,
+                                       mem, ValueRange{idx});
+  }
+  /// for i in [lb, ub): iter = body(i, iter).
+  ValueRange loop(Value lb, Value ub, ValueRange init,
+                  function_ref<SmallVector<Value>(Value, ValueRange)> body) {
+    auto forOp = scf::ForOp::create(
+        b, loc, lb, ub, c(1), init,
+        [&](OpBuilder &nb, Location, Value iv, ValueRange args) {
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPoint(nb.getInsertionBlock(), nb.getInsertionPoint());
+          SmallVector<Value> next = body(iv, args);
+          scf::YieldOp::create(b, loc, next);
+        });
+    return forOp.getResults();
+  }
+  void when(Value cond, function_ref<void()> body) {
+    auto ifOp = scf::IfOp::create(b, loc, cond, /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+    body();
+  }
+
+  // Activations and their derivatives, on f32.
+  Value sigmoid(Value x) {
+    return div(f(1.0), add(f(1.0), exp(sub(f(0.0), x))));
+  }
+  Value act(Activation a, Value x) {
+    switch (a) {
+    case Activation::relu:
+      return arith::MaximumFOp::create(b, loc, x, f(0.0));
+    case Activation::gelu:
+    case Activation::geglu: {
+      Value e = math::ErfOp::create(b, loc, mul(x, f(M_SQRT1_2)));
+      return mul(mul(f(0.5), x), add(f(1.0), e));
+    }
+    case Activation::gelu_tanh: {
+      Value t = geluTanhInner(x);
+      return mul(mul(f(0.5), x), add(f(1.0), t));
+    }
+    case Activation::silu:
+    case Activation::swiglu:
+      return mul(x, sigmoid(x));
+    }
+    llvm_unreachable("unknown activation");
+  }
+  Value geluTanhInner(Value x) {
+    Value x3 = mul(mul(x, x), x);
+    Value inner = mul(f(0.7978845608028654), add(x, mul(f(0.044715), x3)));
+    return math::TanhOp::create(b, loc, inner);
+  }
+  Value actGrad(Activation a, Value x) {
+    switch (a) {
+    case Activation::relu:
+      return sel(cmpf(arith::CmpFPredicate::OGT, x, f(0.0)), f(1.0), f(0.0));
+    case Activation::gelu:
+    case Activation::geglu: {
+      Value cdf = mul(f(0.5), add(f(1.0), math::ErfOp::create(
+                                              b, loc, mul(x, f(M_SQRT1_2)))));
+      Value pdf = mul(f(0.3989422804014327),
+                      exp(mul(f(-0.5), mul(x, x))));
+      return add(cdf, mul(x, pdf));
+    }
+    case Activation::gelu_tanh: {
+      Value t = geluTanhInner(x);
+      Value dInner = mul(f(0.7978845608028654),
+                         add(f(1.0), mul(f(3 * 0.044715), mul(x, x))));
+      return add(mul(f(0.5), add(f(1.0), t)),
+                 mul(mul(mul(f(0.5), x), sub(f(1.0), mul(t, t))), dInner));
+    }
+    case Activation::silu:
+    case Activation::swiglu: {
+      Value s = sigmoid(x);
+      return mul(s, add(f(1.0), mul(x, sub(f(1.0), s))));
+    }
+    }
+    llvm_unreachable("unknown activation");
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// The lowering of one layer function
+//===----------------------------------------------------------------------===//
+
+class FunctionLowering {
+public:
+  FunctionLowering(ModuleOp module, gpu::GPUModuleOp kernels,
+                   func::FuncOp func, ArrayRef<Lin> savedRows)
+      : module(module), kernels(kernels), func(func), savedRows(savedRows),
+        b(func.getContext()) {}
+
+  /// Rows of the forward function's results (for its backward).
+  SmallVector<Lin> resultRows;
+
+  LogicalResult run() {
+    auto ret = cast<func::ReturnOp>(func.front().getTerminator());
+    Location loc = func.getLoc();
+    SmallVector<Type> argTypes{b.getIndexType()};
+    for (Type t : func.getArgumentTypes())
+      argTypes.push_back(flat(t));
+    for (Type t : func.getResultTypes())
+      argTypes.push_back(flat(t));
+    b.setInsertionPoint(func);
+    newFunc = func::FuncOp::create(b, loc, func.getName(),
+                                   b.getFunctionType(argTypes, {}));
+    for (NamedAttribute attr : func->getDiscardableAttrs())
+      newFunc->setAttr(attr.getName(), attr.getValue());
+    Block *entry = newFunc.addEntryBlock();
+    b.setInsertionPointToStart(entry);
+    tokens = entry->getArgument(0);
+
+    // Inputs: the token count is the input's (forward) or the output
+    // gradient's (backward) row count.
+    bool backward = func->hasAttr("fmoe.forward");
+    unsigned numArgs = func.getNumArguments();
+    unsigned firstSaved = numArgs - savedRows.size();
+    for (auto [i, arg] : llvm::enumerate(func.getArguments())) {
+      Lin rows = {0, 0};
+      auto shaped = cast<ShapedType>(arg.getType());
+      if (shaped.isDynamicDim(0))
+        rows = i >= firstSaved ? savedRows[i - firstSaved] : Lin{1, 0};
+      else
+        rows = {0, shaped.getDimSize(0)};
+      bufs[arg] = {entry->getArgument(1 + i), rows, colsOf(arg.getType())};
+      (void)backward;
+    }
+    for (auto [j, v] : llvm::enumerate(ret.getOperands())) {
+      if (outputs.count(v) || isa<BlockArgument>(v))
+        return func.emitError("cannot lower a layer function that returns an "
+                              "argument or one value twice");
+      outputs[v] = entry->getArgument(1 + numArgs + j);
+    }
+
+    for (Operation &op : func.front().without_terminator())
+      if (failed(lower(&op)))
+        return failure();
+
+    // Argument metadata for the module writer and the runtime.
+    SmallVector<Attribute> argInfo;
+    auto info = [&](StringRef name, StringRef role, Lin rows, int64_t cols) {
+      return b.getDictionaryAttr(
+          {b.getNamedAttr("name", b.getStringAttr(name)),
+           b.getNamedAttr("role", b.getStringAttr(role)),
+           b.getNamedAttr("rows", b.getDenseI64ArrayAttr(
+                                      {rows.perToken, rows.constant})),
+           b.getNamedAttr("cols", b.getI64IntegerAttr(cols))});
+    };
+    for (auto [i, arg] : llvm::enumerate(func.getArguments()))
+      newFunc.setArgAttr(1 + i, "fmoe.buffer",
+                         info(argName(i, backward), "input", bufs[arg].rows,
+                              bufs[arg].cols));
+    for (auto [j, v] : llvm::enumerate(ret.getOperands())) {
+      Buf &out = bufs[v];
+      resultRows.push_back(out.rows);
+      newFunc.setArgAttr(1 + numArgs + j, "fmoe.buffer",
+                         info(resultName(j, backward), "output", out.rows,
+                              out.cols));
+    }
+    newFunc.setArgAttr(0, "fmoe.tokens", b.getUnitAttr());
+    for (Value mem : temps)
+      memref::DeallocOp::create(b, loc, mem);
+    func::ReturnOp::create(b, loc);
+    func.erase();
+    return success();
+  }
+
+private:
+  std::string argName(unsigned i, bool backward) {
+    if (auto names = func->getAttrOfType<ArrayAttr>("fmoe.arg_names"))
+      if (i < names.size())
+        if (auto s = dyn_cast<StringAttr>(names[i]))
+          return s.str();
+    return (backward ? "bwd_arg" : "arg") + std::to_string(i);
+  }
+  std::string resultName(unsigned j, bool backward) {
+    if (backward)
+      return "grad" + std::to_string(j);
+    return j == 0 ? "output" : "saved" + std::to_string(j - 1);
+  }
+
+  static Type flat(Type t) {
+    return MemRefType::get({ShapedType::kDynamic},
+                           cast<ShapedType>(t).getElementType());
+  }
+  static int64_t colsOf(Type t) {
+    auto shaped = cast<ShapedType>(t);
+    int64_t cols = 1;
+    for (int64_t i = 1; i < shaped.getRank(); ++i)
+      cols *= shaped.getDimSize(i);
+    return shaped.getRank() == 0 ? 1 : cols;
+  }
+
+  Value lin(Lin l) {
+    KB k{b, func.getLoc()};
+    Value v = k.c(l.constant);
+    if (l.perToken)
+      v = k.add(k.mul(tokens, k.c(l.perToken)), v);
+    return v;
+  }
+
+  /// The buffer of `result`: the output argument when it is returned, a new
+  /// allocation otherwise.
+  Value define(Value result, Lin rows) {
+    int64_t cols = colsOf(result.getType());
+    auto shaped = cast<ShapedType>(result.getType());
+    if (!shaped.isDynamicDim(0))
+      rows = {0, shaped.getDimSize(0)};
+    Value mem;
+    if (Value out = outputs.lookup(result)) {
+      mem = out;
+    } else {
+      auto alloc = memref::AllocOp::create(
+          b, result.getLoc(), cast<MemRefType>(flat(result.getType())),
+          ValueRange{lin(rows * cols)});
+      alloc->setAttr("fmoe.rows",
+                     b.getDenseI64ArrayAttr({rows.perToken, rows.constant}));
+      alloc->setAttr("fmoe.cols", b.getI64IntegerAttr(cols));
+      mem = alloc;
+      temps.push_back(mem);
+    }
+    bufs[result] = {mem, rows, cols};
+    return mem;
+  }
+  Value mem(Value v) { return bufs.lookup(v).mem; }
+  Lin rowsOf(Value v) { return bufs.lookup(v).rows; }
+
+  /// Declares (once) and calls a runtime library function.
+  void call(Operation *src, StringRef base, ValueRange args,
+            ArrayRef<NamedAttribute> attrs) {
+    std::string name = ("fmoe_rt_" + base).str();
+    for (Value a : args) {
+      Type elt = cast<MemRefType>(a.getType()).getElementType();
+      if (isa<FloatType>(elt)) {
+        std::string s;
+        llvm::raw_string_ostream os(s);
+        os << "_" << elt;
+        name += s;
+        break;
+      }
+    }
+    if (!module.lookupSymbol(name)) {
+      OpBuilder mb = OpBuilder::atBlockEnd(module.getBody());
+      auto decl = func::FuncOp::create(
+          mb, src->getLoc(), name,
+          mb.getFunctionType(ValueRange(args).getTypes(), {}));
+      decl.setPrivate();
+    }
+    auto op = func::CallOp::create(b, src->getLoc(), name, TypeRange(), args);
+    op->setAttr("fmoe.op", b.getStringAttr(src->getName().getStringRef()));
+    for (NamedAttribute a : attrs)
+      op->setAttr(a.getName(), a.getValue());
+  }
+
+  void memset(Operation *src, Value buffer, int64_t byte) {
+    call(src, "memset", buffer, {b.getNamedAttr("byte", b.getI64IntegerAttr(byte))});
+  }
+
+  /// Builds kernel `<func>_<suffix>` with one thread per item of `work`
+  /// (linear in T) and launches it on `args` (buffers) and T.
+  void launch(Operation *src, StringRef suffix, ValueRange args, Lin work,
+              function_ref<void(KB &, Value, ValueRange, Value)> body) {
+    std::string name = (func.getName() + "_" + suffix).str();
+    unsigned n = 0;
+    while (kernels.lookupSymbol(name + (n ? "_" + std::to_string(n) : "")))
+      ++n;
+    if (n)
+      name += "_" + std::to_string(n);
+    Location loc = src->getLoc();
+    OpBuilder kb = OpBuilder::atBlockEnd(kernels.getBody());
+    SmallVector<Type> types(ValueRange(args).getTypes());
+    types.push_back(kb.getIndexType());
+    auto fn = gpu::GPUFuncOp::create(kb, loc, name,
+                                     kb.getFunctionType(types, {}));
+    fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), kb.getUnitAttr());
+    Block &entry = fn.getBody().front();
+    kb.setInsertionPointToStart(&entry);
+    KB k{kb, loc};
+    Value t = entry.getArguments().back();
+    Value tid = gpu::ThreadIdOp::create(kb, loc, gpu::Dimension::x);
+    Value bid = gpu::BlockIdOp::create(kb, loc, gpu::Dimension::x);
+    Value bdim = gpu::BlockDimOp::create(kb, loc, gpu::Dimension::x);
+    Value i = k.add(k.mul(bid, bdim), tid);
+    Value count = k.add(k.mul(t, k.c(work.perToken)), k.c(work.constant));
+    k.when(k.cmpi(arith::CmpIPredicate::ult, i, count), [&] {
+      body(k, i, entry.getArguments().drop_back(), t);
+    });
+    gpu::ReturnOp::create(kb, loc);
+
+    KB h{b, loc};
+    Value items = lin(work);
+    Value grid = arith::CeilDivUIOp::create(b, loc, items, h.c(kBlock));
+    SmallVector<Value> operands(args);
+    operands.push_back(tokens);
+    auto launchOp = gpu::LaunchFuncOp::create(
+        b, loc, fn, gpu::KernelDim3{grid, h.c(1), h.c(1)},
+        gpu::KernelDim3{h.c(kBlock), h.c(1), h.c(1)}, Value(), operands);
+    launchOp->setAttr("fmoe.op",
+                      b.getStringAttr(src->getName().getStringRef()));
+    launchOp->setAttr("fmoe.work",
+                      b.getDenseI64ArrayAttr({work.perToken, work.constant}));
+    launchOp->setAttr("fmoe.block", b.getI64IntegerAttr(kBlock));
+    for (NamedAttribute a : src->getAttrs())
+      if (a.getName() != "operandSegmentSizes" &&
+          a.getName() != "resultSegmentSizes")
+        launchOp->setAttr(("fmoe.attr." + a.getName().strref()).str(),
+                          a.getValue());
+  }
+
+  //===--------------------------------------------------------------------===//
+  // Forward stages
+  //===--------------------------------------------------------------------===//
+
+  /// logits[t, e] = bias[e] + sum_d x[t, d] * w[e, d].
+  static void gateBody(KB &k, Value t, Value x, Value w, Value bias,
+                       Value logits, int64_t e, int64_t d) {
+    for (int64_t j = 0; j < e; ++j) {
+      Value init = bias ? k.ld(bias, k.c(j)) : k.f(0.0);
+      Value acc = k.loop(k.c(0), k.c(d), init, [&](Value dd, ValueRange a) {
+        Value xv = k.ld(x, k.add(k.mul(t, k.c(d)), dd));
+        Value wv = k.ld(w, k.add(k.c(j * d), dd));
+        return SmallVector<Value>{k.add(a[0], k.mul(xv, wv))};
+      })[0];
+      k.st(acc, logits, k.add(k.mul(t, k.c(e)), k.c(j)));
+    }
+  }
+
+  /// Top-k of logits[t, :] (ties to the lower id), then the scores.
+  static void routeBody(KB &k, Value t, Value logits, Value indices,
+                        Value scores, Value counts, int64_t e, int64_t topK,
+                        GateKind kind, bool renormalize) {
+    Value row = k.mul(t, k.c(e));
+    Value prevV = k.f(std::numeric_limits<float>::infinity());
+    Value prevE = k.c(-1);
+    SmallVector<Value> picked;
+    for (int64_t s = 0; s < topK; ++s) {
+      // The best expert strictly after (prevV, prevE) in (value desc, id asc).
+      ValueRange best = k.loop(
+          k.c(0), k.c(e), ValueRange{k.f(0.0), k.c(-1)},
+          [&](Value j, ValueRange a) {
+            Value v = k.ld(logits, k.add(row, j));
+            Value after = k.ori(
+                k.cmpf(arith::CmpFPredicate::OLT, v, prevV),
+                k.andi(k.cmpf(arith::CmpFPredicate::OEQ, v, prevV),
+                       k.cmpi(arith::CmpIPredicate::sgt, j, prevE)));
+            Value none = k.cmpi(arith::CmpIPredicate::slt, a[1], k.c(0));
+            Value better = k.andi(
+                after, k.ori(none, k.cmpf(arith::CmpFPredicate::OGT, v, a[0])));
+            return SmallVector<Value>{k.sel(better, v, a[0]),
+                                      k.sel(better, j, a[1])};
+          });
+      prevV = best[0];
+      prevE = best[1];
+      picked.push_back(best[0]);
+      Value slot = k.add(k.mul(t, k.c(topK)), k.c(s));
+      k.st(k.toI32(best[1]), indices, slot);
+      if (counts)
+        k.when(k.cmpi(arith::CmpIPredicate::sge, best[1], k.c(0)), [&] {
+          k.atomicAdd(k.i32(1), counts, best[1]);
+        });
+    }
+    SmallVector<Value> p;
+    switch (kind) {
+    case GateKind::naive: {
+      Value sum = k.f(0.0);
+      for (Value v : picked) {
+        p.push_back(k.exp(k.sub(v, picked[0])));
+        sum = k.add(sum, p.back());
+      }
+      for (Value &v : p)
+        v = k.div(v, sum);
+      break;
+    }
+    case GateKind::softmax_topk: {
+      Value z = k.loop(k.c(0), k.c(e), k.f(0.0), [&](Value j, ValueRange a) {
+        Value v = k.ld(logits, k.add(row, j));
+        return SmallVector<Value>{k.add(a[0], k.exp(k.sub(v, picked[0])))};
+      })[0];
+      for (Value v : picked)
+        p.push_back(k.div(k.exp(k.sub(v, picked[0])), z));
+      break;
+    }
+    case GateKind::sigmoid:
+      for (Value v : picked)
+        p.push_back(k.sigmoid(v));
+      break;
+    }
+    if (renormalize) {
+      Value sum = k.f(0.0);
+      for (Value v : p)
+        sum = k.add(sum, v);
+      for (Value &v : p)
+        v = k.div(v, sum);
+    }
+    for (auto [s, v] : llvm::enumerate(p))
+      k.st(v, scores, k.add(k.mul(t, k.c(topK)), k.c(s)));
+  }
+
+  LogicalResult lowerGate(GateOp op) {
+    int64_t e = dim(op.getLogits(), 1), d = dim(op.getInput(), 1);
+    Value logits = define(op.getLogits(), rowsOf(op.getInput()));
+    SmallVector<Value> args{mem(op.getInput()), mem(op.getWeight())};
+    bool bias = static_cast<bool>(op.getBias());
+    if (bias)
+      args.push_back(mem(op.getBias()));
+    args.push_back(logits);
+    launch(op, "gate", args, rowsOf(op.getInput()),
+           [&](KB &k, Value t, ValueRange a, Value) {
+             gateBody(k, t, a[0], a[1], bias ? a[2] : Value(), a.back(), e, d);
+           });
+    return success();
+  }
+
+  LogicalResult lowerRoute(RouteOp op) {
+    int64_t e = dim(op.getLogits(), 1), topK = op.getTopK();
+    Lin rows = rowsOf(op.getLogits());
+    Value indices = define(op.getIndices(), rows);
+    Value scores = define(op.getScores(), rows);
+    GateKind kind = op.getGate();
+    bool renorm = op.getRenormalize();
+    launch(op, "route", {mem(op.getLogits()), indices, scores}, rows,
+           [&](KB &k, Value t, ValueRange a, Value) {
+             routeBody(k, t, a[0], a[1], a[2], Value(), e, topK, kind, renorm);
+           });
+    return success();
+  }
+
+  LogicalResult lowerGateRoute(GateRouteOp op) {
+    int64_t e = dim(op.getLogits(), 1), d = dim(op.getInput(), 1);
+    int64_t topK = op.getTopK();
+    Lin rows = rowsOf(op.getInput());
+    Value logits = define(op.getLogits(), rows);
+    Value indices = define(op.getIndices(), rows);
+    Value scores = define(op.getScores(), rows);
+    Value counts = define(op.getCounts(), {0, e});
+    memset(op, counts, 0);
+    SmallVector<Value> args{mem(op.getInput()), mem(op.getWeight())};
+    bool bias = static_cast<bool>(op.getBias());
+    if (bias)
+      args.push_back(mem(op.getBias()));
+    args.append({logits, indices, scores, counts});
+    GateKind kind = op.getGate();
+    bool renorm = op.getRenormalize();
+    launch(op, "gate_route", args, rows,
+           [&](KB &k, Value t, ValueRange a, Value) {
+             unsigned o = bias ? 3 : 2;
+             gateBody(k, t, a[0], a[1], bias ? a[2] : Value(), a[o], e, d);
+             routeBody(k, t, a[o], a[o + 1], a[o + 2], a[o + 3], e, topK, kind,
+                       renorm);
+           });
+    return success();
+  }
+
+  LogicalResult lowerDispatch(DispatchOp op) {
+    int64_t e = op.getNumExperts(), topK = dim(op.getIndices(), 1);
+    Lin tokensRows = rowsOf(op.getIndices());
+    Lin pairs = tokensRows * topK;
+    Value counts;
+    if (op.getCounts()) {
+      counts = mem(op.getCounts());
+    } else {
+      auto alloc = memref::AllocOp::create(
+          b, op.getLoc(), MemRefType::get({ShapedType::kDynamic}, b.getI32Type()),
+          ValueRange{lin({0, e})});
+      alloc->setAttr("fmoe.rows", b.getDenseI64ArrayAttr({0, e}));
+      alloc->setAttr("fmoe.cols", b.getI64IntegerAttr(1));
+      temps.push_back(alloc);
+      counts = alloc;
+      memset(op, counts, 0);
+      launch(op, "count", {mem(op.getIndices()), counts}, pairs,
+             [&](KB &k, Value i, ValueRange a, Value) {
+               Value ex = k.toIndex(k.ld(a[0], i));
+               k.when(k.cmpi(arith::CmpIPredicate::sge, ex, k.c(0)),
+                      [&] { k.atomicAdd(k.i32(1), a[1], ex); });
+             });
+    }
+    Value offsets = define(op.getOffsets(), {0, e + 1});
+    Value slotPos = define(op.getSlotPos(), tokensRows);
+    Value tokenOf = define(op.getTokenOf(), pairs);
+    // cursor[e] (next free row of expert e) and limit[e] (end of its group).
+    auto scratch = memref::AllocOp::create(
+        b, op.getLoc(), MemRefType::get({ShapedType::kDynamic}, b.getI32Type()),
+        ValueRange{lin({0, 2 * e})});
+    scratch->setAttr("fmoe.rows", b.getDenseI64ArrayAttr({0, 2 * e}));
+    scratch->setAttr("fmoe.cols", b.getI64IntegerAttr(1));
+    temps.push_back(scratch);
+    SmallVector<int64_t> order;
+    if (auto o = op.getExpertOrder())
+      order.assign(o->begin(), o->end());
+    else
+      for (int64_t j = 0; j < e; ++j)
+        order.push_back(j);
+    std::optional<double> capacity;
+    if (auto cf = op.getCapacityFactorAttr())
+      capacity = cf.getValueAsDouble();
+    launch(op, "offsets", {counts, offsets, scratch}, {0, 1},
+           [&](KB &k, Value, ValueRange a, Value t) {
+             Value cap;
+             if (capacity) {
+               // ceil(capacity * T * K / E) rows per expert.
+               Value rows = arith::IndexCastOp::create(
+                   k.b, k.loc, k.b.getI64Type(), k.mul(t, k.c(topK)));
+               Value fl = arith::UIToFPOp::create(k.b, k.loc,
+                                                  k.b.getF64Type(), rows);
+               Value scaled = arith::MulFOp::create(
+                   k.b, k.loc, fl,
+                   arith::ConstantOp::create(
+                       k.b, k.loc, k.b.getF64FloatAttr(*capacity / e)));
+               Value ceil = math::CeilOp::create(k.b, k.loc, scaled);
+               cap = arith::FPToUIOp::create(k.b, k.loc, k.b.getI32Type(), ceil);
+             }
+             Value run = k.i32(0);
+             for (int64_t g = 0; g < e; ++g) {
+               Value ex = k.c(order[g]);
+               Value n = k.ld(a[0], ex);
+               if (cap)
+                 n = arith::MinUIOp::create(k.b, k.loc, n, cap);
+               k.st(run, a[1], k.c(g));
+               k.st(run, a[2], ex);
+               run = k.add(run, n);
+               k.st(run, a[2], k.add(ex, k.c(e)));
+             }
+             k.st(run, a[1], k.c(e));
+           });
+    memset(op, tokenOf, 255);
+    launch(op, "scatter", {mem(op.getIndices()), scratch, slotPos, tokenOf},
+           pairs, [&](KB &k, Value i, ValueRange a, Value) {
+             Value ex = k.toIndex(k.ld(a[0], i));
+             Value valid = k.cmpi(arith::CmpIPredicate::sge, ex, k.c(0));
+             Value safe = k.sel(valid, ex, k.c(0));
+             k.st(k.i32(-1), a[2], i);
+             k.when(valid, [&] {
+               Value p = k.atomicAdd(k.i32(1), a[1], safe);
+               Value limit = k.ld(a[1], k.add(safe, k.c(e)));
+               k.when(k.cmpi(arith::CmpIPredicate::slt, p, limit), [&] {
+                 k.st(p, a[2], i);
+                 k.st(k.toI32(k.div(i, k.c(topK))), a[3], k.toIndex(p));
+               });
+             });
+           });
+    return success();
+  }
+
+  LogicalResult lowerGather(GatherOp op) {
+    int64_t d = dim(op.getInput(), 1);
+    Lin rows = rowsOf(op.getTokenOf());
+    Value out = define(op.getRows(), rows);
+    launch(op, "gather", {mem(op.getInput()), mem(op.getTokenOf()), out},
+           rows * d, [&](KB &k, Value i, ValueRange a, Value) {
+             Value r = k.div(i, k.c(d)), col = k.rem(i, k.c(d));
+             Value t = k.toIndex(k.ld(a[1], r));
+             Value valid = k.cmpi(arith::CmpIPredicate::sge, t, k.c(0));
+             Value src = k.add(k.mul(k.sel(valid, t, k.c(0)), k.c(d)), col);
+             Value v = k.ld(a[0], src);
+             k.st(k.sel(valid, v, k.f(0.0)), a[2], i);
+           });
+    return success();
+  }
+
+  /// The local expert of row `r`: its group among `groups`, modulo `local`.
+  static Value localExpertOf(KB &k, Value offsets, Value r, int64_t groups,
+                             int64_t local) {
+    Value ri = k.toI32(r);
+    Value g = k.loop(k.c(1), k.c(groups), k.c(0), [&](Value j, ValueRange a) {
+      Value past = k.cmpi(arith::CmpIPredicate::sge, ri, k.ld(offsets, j));
+      return SmallVector<Value>{k.sel(past, j, a[0])};
+    })[0];
+    return k.rem(g, k.c(local));
+  }
+
+  /// The expert MLP on grouped rows: fc1 (optionally through a gather), bias
+  /// and activation, fc2, bias. Defines h and y.
+  void expertForward(Operation *op, Value rowsSrc, Value tokenOf, Lin rows,
+                     Value offsets, Value fc1, Value fc1Bias, Value up,
+                     Value fc2, Value fc2Bias, Activation act, Value hRes,
+                     Value yRes) {
+    int64_t local = dim(fc1, 0), hidden = dim(fc1, 1), d = dim(fc1, 2);
+    int64_t groups = dim(offsets, 0) - 1;
+    bool glu = isGLU(act);
+    int64_t hw = glu ? 2 * hidden : hidden;
+    Value h = define(hRes, rows);
+    Value y = define(yRes, rows);
+    auto gemmAttrs = [&](StringRef layout, int64_t n, int64_t kdim,
+                         int64_t lda, int64_t ldc, int64_t cCol) {
+      return SmallVector<NamedAttribute>{
+          b.getNamedAttr("layout", b.getStringAttr(layout)),
+          b.getNamedAttr("n", b.getI64IntegerAttr(n)),
+          b.getNamedAttr("k", b.getI64IntegerAttr(kdim)),
+          b.getNamedAttr("lda", b.getI64IntegerAttr(lda)),
+          b.getNamedAttr("ldc", b.getI64IntegerAttr(ldc)),
+          b.getNamedAttr("c_col", b.getI64IntegerAttr(cCol)),
+          b.getNamedAttr("local_experts", b.getI64IntegerAttr(local))};
+    };
+    // Rows past offsets[G] stay zero.
+    memset(op, h, 0);
+    memset(op, y, 0);
+    auto fc1Gemm = [&](Value w, int64_t cCol) {
+      if (tokenOf)
+        call(op, "grouped_gemm_gather",
+             {mem(rowsSrc), mem(tokenOf), mem(w), h, mem(offsets)},
+             gemmAttrs("nt", hidden, d, d, hw, cCol));
+      else
+        call(op, "grouped_gemm", {mem(rowsSrc), mem(w), h, mem(offsets)},
+             gemmAttrs("nt", hidden, d, d, hw, cCol));
+    };
+    fc1Gemm(fc1, 0);
+    if (glu)
+      fc1Gemm(up, hidden);
+    // Activation epilogue: h keeps the biased pre-activation, a = act(h).
+    auto aAlloc = memref::AllocOp::create(
+        b, op->getLoc(), cast<MemRefType>(h.getType()),
+        ValueRange{lin(rows * hidden)});
+    aAlloc->setAttr("fmoe.rows",
+                    b.getDenseI64ArrayAttr({rows.perToken, rows.constant}));
+    aAlloc->setAttr("fmoe.cols", b.getI64IntegerAttr(hidden));
+    temps.push_back(aAlloc);
+    Value a = aAlloc;
+    memset(op, a, 0);
+    SmallVector<Value> args{h, mem(offsets), a};
+    if (fc1Bias)
+      args.push_back(mem(fc1Bias));
+    launch(op, "bias_act", args, rows * hidden,
+           [&](KB &k, Value i, ValueRange m, Value) {
+             Value r = k.div(i, k.c(hidden)), j = k.rem(i, k.c(hidden));
+             Value used = k.ld(m[1], k.c(groups));
+             k.when(k.cmpi(arith::CmpIPredicate::slt, k.toI32(r), used), [&] {
+               Value hIdx = k.add(k.mul(r, k.c(hw)), j);
+               Value pre = k.ld(m[0], hIdx);
+               if (fc1Bias) {
+                 Value l = localExpertOf(k, m[1], r, groups, local);
+                 pre = k.add(pre, k.ld(m[3], k.add(k.mul(l, k.c(hidden)), j)));
+                 k.st(pre, m[0], hIdx);
+               }
+               Value out = k.act(act, pre);
+               if (glu)
+                 out = k.mul(out, k.ld(m[0], k.add(hIdx, k.c(hidden))));
+               k.st(out, m[2], k.add(k.mul(r, k.c(hidden)), j));
+             });
+           });
+    call(op, "grouped_gemm", {a, mem(fc2), y, mem(offsets)},
+         gemmAttrs("nt", d, hidden, hidden, d, 0));
+    if (fc2Bias)
+      launch(op, "bias", {y, mem(offsets), mem(fc2Bias)}, rows * d,
+             [&](KB &k, Value i, ValueRange m, Value) {
+               Value r = k.div(i, k.c(d)), j = k.rem(i, k.c(d));
+               Value used = k.ld(m[1], k.c(groups));
+               k.when(k.cmpi(arith::CmpIPredicate::slt, k.toI32(r), used), [&] {
+                 Value l = localExpertOf(k, m[1], r, groups, local);
+                 Value v = k.add(k.ld(m[0], i),
+                                 k.ld(m[2], k.add(k.mul(l, k.c(d)), j)));
+                 k.st(v, m[0], i);
+               });
+             });
+  }
+
+  /// out[t, :] = sum_k scores[t, k] * y[slot_pos[t, k], :].
+  void combine(Operation *op, Value y, Value slotPos, Value scores, Value out,
+               Lin tokensRows, int64_t d, int64_t topK) {
+    launch(op, "combine", {y, slotPos, scores, out}, tokensRows * d,
+           [&](KB &k, Value i, ValueRange a, Value) {
+             Value t = k.div(i, k.c(d)), col = k.rem(i, k.c(d));
+             Value acc = k.f(0.0);
+             for (int64_t s = 0; s < topK; ++s) {
+               Value slot = k.add(k.mul(t, k.c(topK)), k.c(s));
+               Value pos = k.toIndex(k.ld(a[1], slot));
+               Value valid = k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0));
+               Value safe = k.sel(valid, pos, k.c(0));
+               Value v = k.mul(k.ld(a[2], slot),
+                               k.ld(a[0], k.add(k.mul(safe, k.c(d)), col)));
+               acc = k.add(acc, k.sel(valid, v, k.f(0.0)));
+             }
+             k.st(acc, a[3], i);
+           });
+  }
+
+  LogicalResult lowerExpert(ExpertOp op) {
+    expertForward(op, op.getRows(), Value(), rowsOf(op.getRows()),
+                  op.getOffsets(), op.getFc1Weight(), op.getFc1Bias(),
+                  op.getUpWeight(), op.getFc2Weight(), op.getFc2Bias(),
+                  op.getActivation(), op.getH(), op.getY());
+    return success();
+  }
+
+  LogicalResult lowerFusedExpert(FusedExpertOp op) {
+    Lin rows = rowsOf(op.getTokenOf());
+    expertForward(op, op.getInput(), op.getTokenOf(), rows, op.getOffsets(),
+                  op.getFc1Weight(), op.getFc1Bias(), op.getUpWeight(),
+                  op.getFc2Weight(), op.getFc2Bias(), op.getActivation(),
+                  op.getH(), op.getY());
+    Lin tokensRows = rowsOf(op.getSlotPos());
+    Value out = define(op.getOutput(), tokensRows);
+    combine(op, mem(op.getY()), mem(op.getSlotPos()), mem(op.getScores()), out,
+            tokensRows, dim(op.getInput(), 1), dim(op.getSlotPos(), 1));
+    return success();
+  }
+
+  LogicalResult lowerCombine(CombineOp op) {
+    Lin tokensRows = rowsOf(op.getSlotPos());
+    Value out = define(op.getOutput(), tokensRows);
+    combine(op, mem(op.getY()), mem(op.getSlotPos()), mem(op.getScores()), out,
+            tokensRows, dim(op.getY(), 1), dim(op.getSlotPos(), 1));
+    return success();
+  }
+
+  LogicalResult lowerAllToAll(AllToAllOp op) {
+    auto grid = SymbolTable::lookupNearestSymbolFrom<shard::GridOp>(
+        op, op.getGridAttr());
+    int64_t world = grid.getShape()[0];
+    // The receive side holds at most every rank's rows.
+    Lin rows = op.getReverse() ? bufs.lookup(op.getInput()).rows
+                               : rowsOf(op.getInput()) * world;
+    if (op.getReverse())
+      rows = {rows.perToken / world, rows.constant / world};
+    Value out = define(op.getOutput(), rows);
+    Value outOffsets = define(op.getOutOffsets(), {0, dim(op.getOffsets(), 0)});
+    call(op, "all_to_all",
+         {mem(op.getInput()), mem(op.getOffsets()), out, outOffsets},
+         {b.getNamedAttr("placement", op.getPlacementAttr()),
+          b.getNamedAttr("world_size", b.getI64IntegerAttr(world)),
+          b.getNamedAttr("reverse", b.getBoolAttr(op.getReverse())),
+          b.getNamedAttr("cols", b.getI64IntegerAttr(dim(op.getInput(), 1)))});
+    return success();
+  }
+
+  //===--------------------------------------------------------------------===//
+  // Backward stages
+  //===--------------------------------------------------------------------===//
+
+  LogicalResult lowerCombineGrad(CombineGradOp op) {
+    int64_t d = dim(op.getY(), 1), topK = dim(op.getSlotPos(), 1);
+    Lin tokensRows = rowsOf(op.getSlotPos());
+    Value dy = define(op.getGradY(), rowsOf(op.getY()));
+    Value ds = define(op.getGradScores(), tokensRows);
+    memset(op, dy, 0);
+    launch(op, "combine_grad_rows",
+           {mem(op.getGradOutput()), mem(op.getSlotPos()), mem(op.getScores()),
+            dy},
+           tokensRows * (topK * d), [&](KB &k, Value i, ValueRange a, Value) {
+             Value slot = k.div(i, k.c(d)), col = k.rem(i, k.c(d));
+             Value t = k.div(slot, k.c(topK));
+             Value pos = k.toIndex(k.ld(a[1], slot));
+             k.when(k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0)), [&] {
+               Value g = k.ld(a[0], k.add(k.mul(t, k.c(d)), col));
+               k.st(k.mul(k.ld(a[2], slot), g), a[3],
+                    k.add(k.mul(pos, k.c(d)), col));
+             });
+           });
+    launch(op, "combine_grad_scores",
+           {mem(op.getGradOutput()), mem(op.getY()), mem(op.getSlotPos()), ds},
+           tokensRows * topK, [&](KB &k, Value slot, ValueRange a, Value) {
+             Value t = k.div(slot, k.c(topK));
+             Value pos = k.toIndex(k.ld(a[2], slot));
+             Value valid = k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0));
+             Value safe = k.sel(valid, pos, k.c(0));
+             Value dot = k.loop(k.c(0), k.c(d), k.f(0.0),
+                                [&](Value j, ValueRange acc) {
+                                  Value g = k.ld(a[0], k.add(k.mul(t, k.c(d)), j));
+                                  Value y = k.ld(a[1], k.add(k.mul(safe, k.c(d)), j));
+                                  return SmallVector<Value>{
+                                      k.add(acc[0], k.mul(g, y))};
+                                })[0];
+             k.st(k.sel(valid, dot, k.f(0.0)), a[3], slot);
+           });
+    return success();
+  }
+
+  /// grad[l, c] = sum over the rows of local expert l of src[r, col0 + c].
+  void groupColumnSum(Operation *op, StringRef name, Value src, int64_t ld,
+                      int64_t col0, int64_t cols, Value offsets, int64_t groups,
+                      int64_t local, Value grad) {
+    launch(op, name, {src, offsets, grad}, {0, local * cols},
+           [&](KB &k, Value i, ValueRange a, Value) {
+             Value l = k.div(i, k.c(cols)), c = k.rem(i, k.c(cols));
+             Value total = k.f(0.0);
+             // Groups l, l + L, l + 2L, ... belong to local expert l.
+             Value sum = k.loop(
+                 l, k.c(groups), total, [&](Value g, ValueRange acc) {
+                   Value mine = k.cmpi(arith::CmpIPredicate::eq,
+                                       k.rem(g, k.c(local)), l);
+                   Value lo = k.toIndex(k.ld(a[1], g));
+                   Value hi = k.toIndex(k.ld(a[1], k.add(g, k.c(1))));
+                   hi = k.sel(mine, hi, lo);
+                   Value s = k.loop(lo, hi, acc[0], [&](Value r, ValueRange x) {
+                     Value v = k.ld(a[0], k.add(k.mul(r, k.c(ld)),
+                                                k.add(c, k.c(col0))));
+                     return SmallVector<Value>{k.add(x[0], v)};
+                   })[0];
+                   return SmallVector<Value>{s};
+                 })[0];
+             k.st(sum, a[2], i);
+           });
+  }
+
+  LogicalResult lowerExpertGrad(ExpertGradOp op) {
+    Activation act = op.getActivation();
+    int64_t local = dim(op.getFc1Weight(), 0), hidden = dim(op.getFc1Weight(), 1);
+    int64_t d = dim(op.getFc1Weight(), 2);
+    int64_t groups = dim(op.getOffsets(), 0) - 1;
+    bool glu = isGLU(act);
+    int64_t hw = glu ? 2 * hidden : hidden;
+    Lin rows = rowsOf(op.getRows());
+    Value h = mem(op.getH()), offsets = mem(op.getOffsets());
+    Value dyv = mem(op.getGradY()), rowsv = mem(op.getRows());
+    auto temp = [&](Type elt, Lin r, int64_t cols) {
+      auto alloc = memref::AllocOp::create(
+          b, op.getLoc(), MemRefType::get({ShapedType::kDynamic}, elt),
+          ValueRange{lin(r * cols)});
+      alloc->setAttr("fmoe.rows", b.getDenseI64ArrayAttr({r.perToken, r.constant}));
+      alloc->setAttr("fmoe.cols", b.getI64IntegerAttr(cols));
+      temps.push_back(alloc);
+      return Value(alloc);
+    };
+    Type elt = elementOf(op.getGradY());
+    auto gemm = [&](StringRef layout, int64_t n, int64_t kdim, int64_t lda,
+                    int64_t aCol, int64_t ldc, bool accumulate) {
+      return SmallVector<NamedAttribute>{
+          b.getNamedAttr("layout", b.getStringAttr(layout)),
+          b.getNamedAttr("n", b.getI64IntegerAttr(n)),
+          b.getNamedAttr("k", b.getI64IntegerAttr(kdim)),
+          b.getNamedAttr("lda", b.getI64IntegerAttr(lda)),
+          b.getNamedAttr("a_col", b.getI64IntegerAttr(aCol)),
+          b.getNamedAttr("ldc", b.getI64IntegerAttr(ldc)),
+          b.getNamedAttr("c_col", b.getI64IntegerAttr(0)),
+          b.getNamedAttr("accumulate", b.getBoolAttr(accumulate)),
+          b.getNamedAttr("local_experts", b.getI64IntegerAttr(local))};
+    };
+    auto wgrad = [&](int64_t m, int64_t n, int64_t lda, int64_t aCol,
+                     int64_t ldb) {
+      return SmallVector<NamedAttribute>{
+          b.getNamedAttr("m", b.getI64IntegerAttr(m)),
+          b.getNamedAttr("n", b.getI64IntegerAttr(n)),
+          b.getNamedAttr("lda", b.getI64IntegerAttr(lda)),
+          b.getNamedAttr("a_col", b.getI64IntegerAttr(aCol)),
+          b.getNamedAttr("ldb", b.getI64IntegerAttr(ldb)),
+          b.getNamedAttr("local_experts", b.getI64IntegerAttr(local))};
+    };
+    // a = act(h) again (cheaper to recompute than to keep).
+    Value a = temp(elt, rows, hidden);
+    memset(op, a, 0);
+    launch(op, "act", {h, offsets, a}, rows * hidden,
+           [&](KB &k, Value i, ValueRange m, Value) {
+             Value r = k.div(i, k.c(hidden)), j = k.rem(i, k.c(hidden));
+             Value used = k.ld(m[1], k.c(groups));
+             k.when(k.cmpi(arith::CmpIPredicate::slt, k.toI32(r), used), [&] {
+               Value hIdx = k.add(k.mul(r, k.c(hw)), j);
+               Value out = k.act(act, k.ld(m[0], hIdx));
+               if (glu)
+                 out = k.mul(out, k.ld(m[0], k.add(hIdx, k.c(hidden))));
+               k.st(out, m[2], i);
+             });
+           });
+    // fc2: dW2[l] = dyᵀ a, db2 = column sums of dy, da = dy W2.
+    Value dw2 = define(op.getGradFc2Weight(), {0, local});
+    call(op, "grouped_wgrad", {dyv, a, dw2, offsets}, wgrad(d, hidden, d, 0, hidden));
+    if (op.getGradFc2Bias())
+      groupColumnSum(op, "fc2_bias_grad", dyv, d, 0, d, offsets, groups, local,
+                     define(op.getGradFc2Bias(), {0, local}));
+    Value da = temp(elt, rows, hidden);
+    call(op, "grouped_gemm", {dyv, mem(op.getFc2Weight()), da, offsets},
+         gemm("nn", hidden, d, d, 0, hidden, false));
+    // dh = da * act'(h) (GLU: gate and up halves).
+    Value dh = temp(elt, rows, hw);
+    memset(op, dh, 0);
+    launch(op, "act_grad", {h, da, offsets, dh}, rows * hidden,
+           [&](KB &k, Value i, ValueRange m, Value) {
+             Value r = k.div(i, k.c(hidden)), j = k.rem(i, k.c(hidden));
+             Value used = k.ld(m[2], k.c(groups));
+             k.when(k.cmpi(arith::CmpIPredicate::slt, k.toI32(r), used), [&] {
+               Value hIdx = k.add(k.mul(r, k.c(hw)), j);
+               Value pre = k.ld(m[0], hIdx);
+               Value g = k.ld(m[1], i);
+               if (glu) {
+                 Value u = k.ld(m[0], k.add(hIdx, k.c(hidden)));
+                 k.st(k.mul(k.mul(g, u), k.actGrad(act, pre)), m[3], hIdx);
+                 k.st(k.mul(g, k.act(act, pre)), m[3],
+                      k.add(hIdx, k.c(hidden)));
+               } else {
+                 k.st(k.mul(g, k.actGrad(act, pre)), m[3], hIdx);
+               }
+             });
+           });
+    // fc1 (and up): dW1[l] = dh1ᵀ rows, db1, drows = dh1 W1 (+ dhu Wup).
+    Value dw1 = define(op.getGradFc1Weight(), {0, local});
+    call(op, "grouped_wgrad", {dh, rowsv, dw1, offsets}, wgrad(hidden, d, hw, 0, d));
+    if (op.getGradFc1Bias())
+      groupColumnSum(op, "fc1_bias_grad", dh, hw, 0, hidden, offsets, groups,
+                     local, define(op.getGradFc1Bias(), {0, local}));
+    Value drows = define(op.getGradRows(), rows);
+    memset(op, drows, 0);
+    call(op, "grouped_gemm", {dh, mem(op.getFc1Weight()), drows, offsets},
+         gemm("nn", d, hidden, hw, 0, d, false));
+    if (glu) {
+      Value dup = define(op.getGradUpWeight(), {0, local});
+      call(op, "grouped_wgrad", {dh, rowsv, dup, offsets},
+           wgrad(hidden, d, hw, hidden, d));
+      call(op, "grouped_gemm", {dh, mem(op.getUpWeight()), drows, offsets},
+           gemm("nn", d, hidden, hw, hidden, d, true));
+    }
+    return success();
+  }
+
+  LogicalResult lowerGatherGrad(GatherGradOp op) {
+    int64_t d = dim(op.getGradRows(), 1), topK = dim(op.getSlotPos(), 1);
+    Lin tokensRows = rowsOf(op.getSlotPos());
+    Value dx = define(op.getGradInput(), tokensRows);
+    launch(op, "gather_grad", {mem(op.getGradRows()), mem(op.getSlotPos()), dx},
+           tokensRows * d, [&](KB &k, Value i, ValueRange a, Value) {
+             Value t = k.div(i, k.c(d)), col = k.rem(i, k.c(d));
+             Value acc = k.f(0.0);
+             for (int64_t s = 0; s < topK; ++s) {
+               Value pos = k.toIndex(
+                   k.ld(a[1], k.add(k.mul(t, k.c(topK)), k.c(s))));
+               Value valid = k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0));
+               Value v = k.ld(a[0], k.add(k.mul(k.sel(valid, pos, k.c(0)),
+                                                k.c(d)),
+                                          col));
+               acc = k.add(acc, k.sel(valid, v, k.f(0.0)));
+             }
+             k.st(acc, a[2], i);
+           });
+    return success();
+  }
+
+  LogicalResult lowerRouteGrad(RouteGradOp op) {
+    int64_t e = dim(op.getLogits(), 1), topK = dim(op.getIndices(), 1);
+    Lin tokensRows = rowsOf(op.getLogits());
+    Value dl = define(op.getGradLogits(), tokensRows);
+    GateKind kind = op.getGate();
+    bool renorm = op.getRenormalize();
+    launch(op, "route_grad",
+           {mem(op.getGradScores()), mem(op.getLogits()), mem(op.getIndices()),
+            mem(op.getScores()), dl},
+           tokensRows, [&](KB &k, Value t, ValueRange a, Value) {
+             Value row = k.mul(t, k.c(e));
+             SmallVector<Value> g, q, idx, l;
+             for (int64_t s = 0; s < topK; ++s) {
+               Value slot = k.add(k.mul(t, k.c(topK)), k.c(s));
+               g.push_back(k.ld(a[0], slot));
+               q.push_back(k.ld(a[3], slot));
+               Value ex = k.toIndex(k.ld(a[2], slot));
+               idx.push_back(k.sel(k.cmpi(arith::CmpIPredicate::sge, ex, k.c(0)),
+                                   ex, k.c(0)));
+               l.push_back(k.ld(a[1], k.add(row, idx.back())));
+             }
+             auto dot = [&](ArrayRef<Value> x, ArrayRef<Value> y) {
+               Value acc = k.f(0.0);
+               for (auto [u, v] : llvm::zip(x, y))
+                 acc = k.add(acc, k.mul(u, v));
+               return acc;
+             };
+             // Gradient with respect to the un-normalised scores p.
+             SmallVector<Value> p(q), dp(g);
+             if (kind == GateKind::sigmoid)
+               for (auto [s, v] : llvm::enumerate(l))
+                 p[s] = k.sigmoid(v);
+             if (kind == GateKind::softmax_topk && renorm) {
+               // p = softmax(l)[idx]; q = p / sum(p).
+               Value m = k.loop(k.c(0), k.c(e), k.f(-3.0e38),
+                                [&](Value j, ValueRange acc) {
+                                  Value v = k.ld(a[1], k.add(row, j));
+                                  return SmallVector<Value>{
+                                      arith::MaximumFOp::create(k.b, k.loc, acc[0], v)};
+                                })[0];
+               Value z = k.loop(k.c(0), k.c(e), k.f(0.0),
+                                [&](Value j, ValueRange acc) {
+                                  Value v = k.ld(a[1], k.add(row, j));
+                                  return SmallVector<Value>{
+                                      k.add(acc[0], k.exp(k.sub(v, m)))};
+                                })[0];
+               for (auto [s, v] : llvm::enumerate(l))
+                 p[s] = k.div(k.exp(k.sub(v, m)), z);
+             }
+             if (renorm) {
+               Value sum = k.f(0.0);
+               for (Value v : p)
+                 sum = k.add(sum, v);
+               Value c = dot(q, g);
+               for (auto [s, v] : llvm::enumerate(g))
+                 dp[s] = k.div(k.sub(v, c), sum);
+             }
+             // Zero, then the picked experts' entries.
+             k.loop(k.c(0), k.c(e), ValueRange{}, [&](Value j, ValueRange) {
+               k.st(k.f(0.0), a[4], k.add(row, j));
+               return SmallVector<Value>{};
+             });
+             switch (kind) {
+             case GateKind::naive: {
+               // q = softmax over the k picked logits.
+               Value c = dot(q, dp);
+               for (int64_t s = 0; s < topK; ++s)
+                 k.st(k.mul(q[s], k.sub(dp[s], c)), a[4], k.add(row, idx[s]));
+               break;
+             }
+             case GateKind::softmax_topk: {
+               // dl_j = P_j (G_j - sum_s p_s dp_s), G_j = dp_s at j = idx_s.
+               Value c = dot(p, dp);
+               // P_j over all experts, from the largest logit l[0].
+               Value z = k.loop(k.c(0), k.c(e), k.f(0.0),
+                                [&](Value j, ValueRange acc) {
+                                  Value v = k.ld(a[1], k.add(row, j));
+                                  return SmallVector<Value>{
+                                      k.add(acc[0], k.exp(k.sub(v, l[0])))};
+                                })[0];
+               k.loop(k.c(0), k.c(e), ValueRange{}, [&](Value j, ValueRange) {
+                 Value pj = k.div(k.exp(k.sub(k.ld(a[1], k.add(row, j)), l[0])), z);
+                 k.st(k.mul(pj, k.sub(k.f(0.0), c)), a[4], k.add(row, j));
+                 return SmallVector<Value>{};
+               });
+               for (int64_t s = 0; s < topK; ++s) {
+                 Value pj = k.div(k.exp(k.sub(l[s], l[0])), z);
+                 k.st(k.mul(pj, k.sub(dp[s], c)), a[4], k.add(row, idx[s]));
+               }
+               break;
+             }
+             case GateKind::sigmoid:
+               for (int64_t s = 0; s < topK; ++s)
+                 k.st(k.mul(dp[s], k.mul(p[s], k.sub(k.f(1.0), p[s]))), a[4],
+                      k.add(row, idx[s]));
+               break;
+             }
+           });
+    return success();
+  }
+
+  LogicalResult lowerGateGrad(GateGradOp op) {
+    int64_t e = dim(op.getWeight(), 0), d = dim(op.getWeight(), 1);
+    Lin tokensRows = rowsOf(op.getInput());
+    Value dl = mem(op.getGradLogits()), x = mem(op.getInput());
+    Value dx = define(op.getGradInput(), tokensRows);
+    launch(op, "gate_grad_input", {dl, mem(op.getWeight()), mem(op.getGradInputAcc()), dx},
+           tokensRows * d, [&](KB &k, Value i, ValueRange a, Value) {
+             Value t = k.div(i, k.c(d)), col = k.rem(i, k.c(d));
+             Value acc = k.ld(a[2], i);
+             for (int64_t j = 0; j < e; ++j)
+               acc = k.add(acc,
+                           k.mul(k.ld(a[0], k.add(k.mul(t, k.c(e)), k.c(j))),
+                                 k.ld(a[1], k.add(k.c(j * d), col))));
+             k.st(acc, a[3], i);
+           });
+    Value dw = define(op.getGradWeight(), {0, e});
+    launch(op, "gate_grad_weight", {dl, x, dw}, {0, e * d},
+           [&](KB &k, Value i, ValueRange a, Value t) {
+             Value ex = k.div(i, k.c(d)), col = k.rem(i, k.c(d));
+             Value s = k.loop(k.c(0), t, k.f(0.0), [&](Value r, ValueRange acc) {
+               Value g = k.ld(a[0], k.add(k.mul(r, k.c(e)), ex));
+               Value v = k.ld(a[1], k.add(k.mul(r, k.c(d)), col));
+               return SmallVector<Value>{k.add(acc[0], k.mul(g, v))};
+             })[0];
+             k.st(s, a[2], i);
+           });
+    if (op.getGradBias()) {
+      Value db = define(op.getGradBias(), {0, e});
+      launch(op, "gate_grad_bias", {dl, db}, {0, e},
+             [&](KB &k, Value ex, ValueRange a, Value t) {
+               Value s = k.loop(k.c(0), t, k.f(0.0), [&](Value r, ValueRange acc) {
+                 return SmallVector<Value>{
+                     k.add(acc[0], k.ld(a[0], k.add(k.mul(r, k.c(e)), ex)))};
+               })[0];
+               k.st(s, a[1], ex);
+             });
+    }
+    return success();
+  }
+
+  LogicalResult lower(Operation *op) {
+    b.setInsertionPointToEnd(&newFunc.front());
+    return llvm::TypeSwitch<Operation *, LogicalResult>(op)
+        .Case<GateOp>([&](auto o) { return lowerGate(o); })
+        .Case<RouteOp>([&](auto o) { return lowerRoute(o); })
+        .Case<GateRouteOp>([&](auto o) { return lowerGateRoute(o); })
+        .Case<DispatchOp>([&](auto o) { return lowerDispatch(o); })
+        .Case<GatherOp>([&](auto o) { return lowerGather(o); })
+        .Case<ExpertOp>([&](auto o) { return lowerExpert(o); })
+        .Case<FusedExpertOp>([&](auto o) { return lowerFusedExpert(o); })
+        .Case<CombineOp>([&](auto o) { return lowerCombine(o); })
+        .Case<AllToAllOp>([&](auto o) { return lowerAllToAll(o); })
+        .Case<CombineGradOp>([&](auto o) { return lowerCombineGrad(o); })
+        .Case<ExpertGradOp>([&](auto o) { return lowerExpertGrad(o); })
+        .Case<GatherGradOp>([&](auto o) { return lowerGatherGrad(o); })
+        .Case<RouteGradOp>([&](auto o) { return lowerRouteGrad(o); })
+        .Case<GateGradOp>([&](auto o) { return lowerGateGrad(o); })
+        .Default([&](Operation *o) {
+          return o->emitError("cannot lower '")
+                 << o->getName() << "' in a layer function";
+        });
+  }
+
+  ModuleOp module;
+  gpu::GPUModuleOp kernels;
+  func::FuncOp func, newFunc;
+  ArrayRef<Lin> savedRows;
+  OpBuilder b;
+  Value tokens;
+  DenseMap<Value, Buf> bufs;
+  DenseMap<Value, Value> outputs;
+  SmallVector<Value> temps;
+};
+
+struct FMoELowerToRuntimePass
+    : public mlir::fmoe::impl::FMoELowerToRuntimeBase<FMoELowerToRuntimePass> {
+  using Base::Base;
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<func::FuncOp> layers;
+    for (auto f : module.getOps<func::FuncOp>()) {
+      bool has = false;
+      f.walk([&](Operation *op) {
+        has |= isa<FMoEDialect>(op->getDialect());
+      });
+      if (has)
+        layers.push_back(f);
+    }
+    if (layers.empty())
+      return;
+    for (auto f : layers)
+      if (!f.getBody().hasOneBlock())
+        return (void)(f.emitError("expects a single-block layer function"),
+                      signalPassFailure());
+    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                    UnitAttr::get(&getContext()));
+    OpBuilder b = OpBuilder::atBlockEnd(module.getBody());
+    auto kernels = gpu::GPUModuleOp::create(b, module.getLoc(), "fmoe_kernels");
+    llvm::StringMap<SmallVector<Lin>> savedRowsOf;
+    for (auto f : layers) {
+      SmallVector<Lin> saved;
+      if (auto fwd = f->getAttrOfType<FlatSymbolRefAttr>("fmoe.forward"))
+        saved = savedRowsOf.lookup(fwd.getValue());
+      FunctionLowering lowering(module, kernels, f, saved);
+      std::string name = f.getName().str();
+      if (failed(lowering.run()))
+        return signalPassFailure();
+      // The backward's saved arguments are the forward's results after the
+      // output.
+      SmallVector<Lin> rows(lowering.resultRows);
+      if (!rows.empty())
+        rows.erase(rows.begin());
+      savedRowsOf[name] = rows;
+    }
+  }
+};
+
+} // namespace

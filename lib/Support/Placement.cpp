@@ -1,0 +1,113 @@
+//===- Placement.cpp - expert placement strategies ------------------------===//
+//
+// Part of fmoe.
+//
+//===----------------------------------------------------------------------===//
+
+#include "fmoe/Support/Placement.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <sstream>
+
+namespace fmoe {
+
+std::optional<PlacementStrategy> parsePlacementStrategy(std::string_view name) {
+  if (name == "contiguous")
+    return PlacementStrategy::Contiguous;
+  if (name == "round-robin")
+    return PlacementStrategy::RoundRobin;
+  if (name == "balanced")
+    return PlacementStrategy::Balanced;
+  return std::nullopt;
+}
+
+std::vector<int64_t> placeExperts(int64_t numExperts, int64_t worldSize,
+                                  PlacementStrategy strategy,
+                                  const std::vector<double> &load,
+                                  std::string &error) {
+  if (numExperts < 1 || worldSize < 1 || numExperts % worldSize != 0) {
+    error = "expects num_experts (" + std::to_string(numExperts) +
+            ") to be a positive multiple of world_size (" +
+            std::to_string(worldSize) + ")";
+    return {};
+  }
+  int64_t local = numExperts / worldSize;
+  std::vector<int64_t> rankOf(numExperts);
+  switch (strategy) {
+  case PlacementStrategy::Contiguous:
+    for (int64_t e = 0; e < numExperts; ++e)
+      rankOf[e] = e / local;
+    return rankOf;
+  case PlacementStrategy::RoundRobin:
+    for (int64_t e = 0; e < numExperts; ++e)
+      rankOf[e] = e % worldSize;
+    return rankOf;
+  case PlacementStrategy::Balanced:
+    break;
+  }
+  if (static_cast<int64_t>(load.size()) != numExperts) {
+    error = "balanced placement needs a load figure for each of the " +
+            std::to_string(numExperts) + " experts, got " +
+            std::to_string(load.size());
+    return {};
+  }
+  // Longest-processing-time first, with every rank holding exactly `local`
+  // experts: heaviest expert onto the least-loaded rank that has room; ties
+  // go to the lower expert id and the lower rank, so every rank computes the
+  // same placement from the same profile.
+  std::vector<int64_t> byLoad(numExperts);
+  std::iota(byLoad.begin(), byLoad.end(), 0);
+  std::stable_sort(byLoad.begin(), byLoad.end(),
+                   [&](int64_t a, int64_t b) { return load[a] > load[b]; });
+  std::vector<double> rankLoad(worldSize, 0.0);
+  std::vector<int64_t> held(worldSize, 0);
+  for (int64_t e : byLoad) {
+    int64_t best = -1;
+    for (int64_t r = 0; r < worldSize; ++r)
+      if (held[r] < local && (best < 0 || rankLoad[r] < rankLoad[best]))
+        best = r;
+    rankOf[e] = best;
+    rankLoad[best] += load[e];
+    ++held[best];
+  }
+  return rankOf;
+}
+
+std::vector<int64_t> expertGroupOrder(const std::vector<int64_t> &rankOf,
+                                      int64_t worldSize) {
+  std::vector<int64_t> order;
+  order.reserve(rankOf.size());
+  for (int64_t r = 0; r < worldSize; ++r)
+    for (int64_t e = 0; e < static_cast<int64_t>(rankOf.size()); ++e)
+      if (rankOf[e] == r)
+        order.push_back(e);
+  return order;
+}
+
+bool parseLoadProfile(std::string_view text, int64_t numExperts,
+                      std::vector<double> &load, std::string &error) {
+  load.clear();
+  std::istringstream in{std::string(text)};
+  std::string word;
+  while (in >> word) {
+    char *end = nullptr;
+    double v = std::strtod(word.c_str(), &end);
+    if (end != word.c_str() + word.size() || !std::isfinite(v) || v < 0) {
+      error = "load profile entry " + std::to_string(load.size()) + " ('" +
+              word + "') is not a non-negative number";
+      return false;
+    }
+    load.push_back(v);
+  }
+  if (static_cast<int64_t>(load.size()) != numExperts) {
+    error = "load profile has " + std::to_string(load.size()) +
+            " entries, expected one per expert (" + std::to_string(numExperts) +
+            ")";
+    return false;
+  }
+  return true;
+}
+
+} // namespace fmoe
