@@ -176,10 +176,10 @@ struct KB {
       return sel(cmpf(arith::CmpFPredicate::OGT, x, f(0.0)), f(1.0), f(0.0));
     case Activation::gelu:
     case Activation::geglu: {
-      Value cdf = mul(f(0.5), add(f(1.0), math::ErfOp::create(
-                                              b, loc, mul(x, f(M_SQRT1_2)))));
-      Value pdf = mul(f(0.3989422804014327),
-                      exp(mul(f(-0.5), mul(x, x))));
+      Value cdf =
+          mul(f(0.5),
+              add(f(1.0), math::ErfOp::create(b, loc, mul(x, f(M_SQRT1_2)))));
+      Value pdf = mul(f(0.3989422804014327), exp(mul(f(-0.5), mul(x, x))));
       return add(cdf, mul(x, pdf));
     }
     case Activation::gelu_tanh: {
@@ -205,8 +205,8 @@ struct KB {
 
 class FunctionLowering {
 public:
-  FunctionLowering(ModuleOp module, gpu::GPUModuleOp kernels,
-                   func::FuncOp func, ArrayRef<Lin> savedRows)
+  FunctionLowering(ModuleOp module, gpu::GPUModuleOp kernels, func::FuncOp func,
+                   ArrayRef<Lin> savedRows)
       : module(module), kernels(kernels), func(func), savedRows(savedRows),
         b(func.getContext()) {}
 
@@ -243,7 +243,6 @@ public:
       else
         rows = {0, shaped.getDimSize(0)};
       bufs[arg] = {entry->getArgument(1 + i), rows, colsOf(arg.getType())};
-      (void)backward;
     }
     for (auto [j, v] : llvm::enumerate(ret.getOperands())) {
       if (outputs.count(v) || isa<BlockArgument>(v))
@@ -262,20 +261,20 @@ public:
       return b.getDictionaryAttr(
           {b.getNamedAttr("name", b.getStringAttr(name)),
            b.getNamedAttr("role", b.getStringAttr(role)),
-           b.getNamedAttr("rows", b.getDenseI64ArrayAttr(
-                                      {rows.perToken, rows.constant})),
+           b.getNamedAttr(
+               "rows", b.getDenseI64ArrayAttr({rows.perToken, rows.constant})),
            b.getNamedAttr("cols", b.getI64IntegerAttr(cols))});
     };
     for (auto [i, arg] : llvm::enumerate(func.getArguments()))
-      newFunc.setArgAttr(1 + i, "fmoe.buffer",
-                         info(argName(i, backward), "input", bufs[arg].rows,
-                              bufs[arg].cols));
+      newFunc.setArgAttr(
+          1 + i, "fmoe.buffer",
+          info(argName(i, backward), "input", bufs[arg].rows, bufs[arg].cols));
     for (auto [j, v] : llvm::enumerate(ret.getOperands())) {
       Buf &out = bufs[v];
       resultRows.push_back(out.rows);
-      newFunc.setArgAttr(1 + numArgs + j, "fmoe.buffer",
-                         info(resultName(j, backward), "output", out.rows,
-                              out.cols));
+      newFunc.setArgAttr(
+          1 + numArgs + j, "fmoe.buffer",
+          info(resultName(j, backward), "output", out.rows, out.cols));
     }
     newFunc.setArgAttr(0, "fmoe.tokens", b.getUnitAttr());
     for (Value mem : temps)
@@ -286,16 +285,33 @@ public:
   }
 
 private:
-  std::string argName(unsigned i, bool backward) {
-    if (auto names = func->getAttrOfType<ArrayAttr>("fmoe.arg_names"))
+  /// The forward's name for its argument `i` (set by --fmoe-decompose).
+  std::string forwardArgName(unsigned i) {
+    func::FuncOp fwd = func;
+    if (auto ref = func->getAttrOfType<FlatSymbolRefAttr>("fmoe.forward"))
+      if (auto f = module.lookupSymbol<func::FuncOp>(ref.getValue()))
+        fwd = f;
+    if (auto names = fwd->getAttrOfType<ArrayAttr>("fmoe.arg_names"))
       if (i < names.size())
-        if (auto s = dyn_cast<StringAttr>(names[i]))
+        if (auto s = dyn_cast<StringAttr>(names[i]); s && !s.empty())
           return s.str();
-    return (backward ? "bwd_arg" : "arg") + std::to_string(i);
+    return "arg" + std::to_string(i);
+  }
+  /// Forward: (forward args...). Backward: (grad_output, forward args...,
+  /// saved...).
+  std::string argName(unsigned i, bool backward) {
+    if (!backward)
+      return forwardArgName(i);
+    if (i == 0)
+      return "grad_output";
+    unsigned firstSaved = func.getNumArguments() - savedRows.size();
+    if (i >= firstSaved)
+      return "saved" + std::to_string(i - firstSaved);
+    return forwardArgName(i - 1);
   }
   std::string resultName(unsigned j, bool backward) {
     if (backward)
-      return "grad" + std::to_string(j);
+      return "grad_" + forwardArgName(j);
     return j == 0 ? "output" : "saved" + std::to_string(j - 1);
   }
 
@@ -373,7 +389,8 @@ private:
   }
 
   void memset(Operation *src, Value buffer, int64_t byte) {
-    call(src, "memset", buffer, {b.getNamedAttr("byte", b.getI64IntegerAttr(byte))});
+    call(src, "memset", buffer,
+         {b.getNamedAttr("byte", b.getI64IntegerAttr(byte))});
   }
 
   /// Builds kernel `<func>_<suffix>` with one thread per item of `work`
@@ -390,8 +407,8 @@ private:
     OpBuilder kb = OpBuilder::atBlockEnd(kernels.getBody());
     SmallVector<Type> types(ValueRange(args).getTypes());
     types.push_back(kb.getIndexType());
-    auto fn = gpu::GPUFuncOp::create(kb, loc, name,
-                                     kb.getFunctionType(types, {}));
+    auto fn =
+        gpu::GPUFuncOp::create(kb, loc, name, kb.getFunctionType(types, {}));
     fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), kb.getUnitAttr());
     Block &entry = fn.getBody().front();
     kb.setInsertionPointToStart(&entry);
@@ -402,9 +419,8 @@ private:
     Value bdim = gpu::BlockDimOp::create(kb, loc, gpu::Dimension::x);
     Value i = k.add(k.mul(bid, bdim), tid);
     Value count = k.add(k.mul(t, k.c(work.perToken)), k.c(work.constant));
-    k.when(k.cmpi(arith::CmpIPredicate::ult, i, count), [&] {
-      body(k, i, entry.getArguments().drop_back(), t);
-    });
+    k.when(k.cmpi(arith::CmpIPredicate::ult, i, count),
+           [&] { body(k, i, entry.getArguments().drop_back(), t); });
     gpu::ReturnOp::create(kb, loc);
 
     KB h{b, loc};
@@ -459,10 +475,10 @@ private:
           k.c(0), k.c(e), ValueRange{k.f(0.0), k.c(-1)},
           [&](Value j, ValueRange a) {
             Value v = k.ld(logits, k.add(row, j));
-            Value after = k.ori(
-                k.cmpf(arith::CmpFPredicate::OLT, v, prevV),
-                k.andi(k.cmpf(arith::CmpFPredicate::OEQ, v, prevV),
-                       k.cmpi(arith::CmpIPredicate::sgt, j, prevE)));
+            Value after =
+                k.ori(k.cmpf(arith::CmpFPredicate::OLT, v, prevV),
+                      k.andi(k.cmpf(arith::CmpFPredicate::OEQ, v, prevV),
+                             k.cmpi(arith::CmpIPredicate::sgt, j, prevE)));
             Value none = k.cmpi(arith::CmpIPredicate::slt, a[1], k.c(0));
             Value better = k.andi(
                 after, k.ori(none, k.cmpf(arith::CmpFPredicate::OGT, v, a[0])));
@@ -475,9 +491,8 @@ private:
       Value slot = k.add(k.mul(t, k.c(topK)), k.c(s));
       k.st(k.toI32(best[1]), indices, slot);
       if (counts)
-        k.when(k.cmpi(arith::CmpIPredicate::sge, best[1], k.c(0)), [&] {
-          k.atomicAdd(k.i32(1), counts, best[1]);
-        });
+        k.when(k.cmpi(arith::CmpIPredicate::sge, best[1], k.c(0)),
+               [&] { k.atomicAdd(k.i32(1), counts, best[1]); });
     }
     SmallVector<Value> p;
     switch (kind) {
@@ -580,7 +595,8 @@ private:
       counts = mem(op.getCounts());
     } else {
       auto alloc = memref::AllocOp::create(
-          b, op.getLoc(), MemRefType::get({ShapedType::kDynamic}, b.getI32Type()),
+          b, op.getLoc(),
+          MemRefType::get({ShapedType::kDynamic}, b.getI32Type()),
           ValueRange{lin({0, e})});
       alloc->setAttr("fmoe.rows", b.getDenseI64ArrayAttr({0, e}));
       alloc->setAttr("fmoe.cols", b.getI64IntegerAttr(1));
@@ -620,14 +636,15 @@ private:
                // ceil(capacity * T * K / E) rows per expert.
                Value rows = arith::IndexCastOp::create(
                    k.b, k.loc, k.b.getI64Type(), k.mul(t, k.c(topK)));
-               Value fl = arith::UIToFPOp::create(k.b, k.loc,
-                                                  k.b.getF64Type(), rows);
+               Value fl =
+                   arith::UIToFPOp::create(k.b, k.loc, k.b.getF64Type(), rows);
                Value scaled = arith::MulFOp::create(
                    k.b, k.loc, fl,
                    arith::ConstantOp::create(
                        k.b, k.loc, k.b.getF64FloatAttr(*capacity / e)));
                Value ceil = math::CeilOp::create(k.b, k.loc, scaled);
-               cap = arith::FPToUIOp::create(k.b, k.loc, k.b.getI32Type(), ceil);
+               cap =
+                   arith::FPToUIOp::create(k.b, k.loc, k.b.getI32Type(), ceil);
              }
              Value run = k.i32(0);
              for (int64_t g = 0; g < e; ++g) {
@@ -677,7 +694,8 @@ private:
     return success();
   }
 
-  /// The local expert of row `r`: its group among `groups`, modulo `local`.
+  /// The local expert of row `r`. Groups are expert-major: local expert l
+  /// owns groups [l*S, (l+1)*S), S = groups / local (one per source rank).
   static Value localExpertOf(KB &k, Value offsets, Value r, int64_t groups,
                              int64_t local) {
     Value ri = k.toI32(r);
@@ -685,7 +703,7 @@ private:
       Value past = k.cmpi(arith::CmpIPredicate::sge, ri, k.ld(offsets, j));
       return SmallVector<Value>{k.sel(past, j, a[0])};
     })[0];
-    return k.rem(g, k.c(local));
+    return k.div(g, k.c(groups / local));
   }
 
   /// The expert MLP on grouped rows: fc1 (optionally through a gather), bias
@@ -700,8 +718,8 @@ private:
     int64_t hw = glu ? 2 * hidden : hidden;
     Value h = define(hRes, rows);
     Value y = define(yRes, rows);
-    auto gemmAttrs = [&](StringRef layout, int64_t n, int64_t kdim,
-                         int64_t lda, int64_t ldc, int64_t cCol) {
+    auto gemmAttrs = [&](StringRef layout, int64_t n, int64_t kdim, int64_t lda,
+                         int64_t ldc, int64_t cCol) {
       return SmallVector<NamedAttribute>{
           b.getNamedAttr("layout", b.getStringAttr(layout)),
           b.getNamedAttr("n", b.getI64IntegerAttr(n)),
@@ -727,9 +745,9 @@ private:
     if (glu)
       fc1Gemm(up, hidden);
     // Activation epilogue: h keeps the biased pre-activation, a = act(h).
-    auto aAlloc = memref::AllocOp::create(
-        b, op->getLoc(), cast<MemRefType>(h.getType()),
-        ValueRange{lin(rows * hidden)});
+    auto aAlloc =
+        memref::AllocOp::create(b, op->getLoc(), cast<MemRefType>(h.getType()),
+                                ValueRange{lin(rows * hidden)});
     aAlloc->setAttr("fmoe.rows",
                     b.getDenseI64ArrayAttr({rows.perToken, rows.constant}));
     aAlloc->setAttr("fmoe.cols", b.getI64IntegerAttr(hidden));
@@ -872,13 +890,12 @@ private:
              Value pos = k.toIndex(k.ld(a[2], slot));
              Value valid = k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0));
              Value safe = k.sel(valid, pos, k.c(0));
-             Value dot = k.loop(k.c(0), k.c(d), k.f(0.0),
-                                [&](Value j, ValueRange acc) {
-                                  Value g = k.ld(a[0], k.add(k.mul(t, k.c(d)), j));
-                                  Value y = k.ld(a[1], k.add(k.mul(safe, k.c(d)), j));
-                                  return SmallVector<Value>{
-                                      k.add(acc[0], k.mul(g, y))};
-                                })[0];
+             Value dot =
+                 k.loop(k.c(0), k.c(d), k.f(0.0), [&](Value j, ValueRange acc) {
+                   Value g = k.ld(a[0], k.add(k.mul(t, k.c(d)), j));
+                   Value y = k.ld(a[1], k.add(k.mul(safe, k.c(d)), j));
+                   return SmallVector<Value>{k.add(acc[0], k.mul(g, y))};
+                 })[0];
              k.st(k.sel(valid, dot, k.f(0.0)), a[3], slot);
            });
     return success();
@@ -892,28 +909,23 @@ private:
            [&](KB &k, Value i, ValueRange a, Value) {
              Value l = k.div(i, k.c(cols)), c = k.rem(i, k.c(cols));
              Value total = k.f(0.0);
-             // Groups l, l + L, l + 2L, ... belong to local expert l.
-             Value sum = k.loop(
-                 l, k.c(groups), total, [&](Value g, ValueRange acc) {
-                   Value mine = k.cmpi(arith::CmpIPredicate::eq,
-                                       k.rem(g, k.c(local)), l);
-                   Value lo = k.toIndex(k.ld(a[1], g));
-                   Value hi = k.toIndex(k.ld(a[1], k.add(g, k.c(1))));
-                   hi = k.sel(mine, hi, lo);
-                   Value s = k.loop(lo, hi, acc[0], [&](Value r, ValueRange x) {
-                     Value v = k.ld(a[0], k.add(k.mul(r, k.c(ld)),
-                                                k.add(c, k.c(col0))));
-                     return SmallVector<Value>{k.add(x[0], v)};
-                   })[0];
-                   return SmallVector<Value>{s};
-                 })[0];
+             // Local expert l owns the rows of groups [l*S, (l+1)*S).
+             Value lo = k.toIndex(k.ld(a[1], k.mul(l, k.c(groups / local))));
+             Value hi = k.toIndex(
+                 k.ld(a[1], k.mul(k.add(l, k.c(1)), k.c(groups / local))));
+             Value sum = k.loop(lo, hi, total, [&](Value r, ValueRange x) {
+               Value v =
+                   k.ld(a[0], k.add(k.mul(r, k.c(ld)), k.add(c, k.c(col0))));
+               return SmallVector<Value>{k.add(x[0], v)};
+             })[0];
              k.st(sum, a[2], i);
            });
   }
 
   LogicalResult lowerExpertGrad(ExpertGradOp op) {
     Activation act = op.getActivation();
-    int64_t local = dim(op.getFc1Weight(), 0), hidden = dim(op.getFc1Weight(), 1);
+    int64_t local = dim(op.getFc1Weight(), 0),
+            hidden = dim(op.getFc1Weight(), 1);
     int64_t d = dim(op.getFc1Weight(), 2);
     int64_t groups = dim(op.getOffsets(), 0) - 1;
     bool glu = isGLU(act);
@@ -925,7 +937,8 @@ private:
       auto alloc = memref::AllocOp::create(
           b, op.getLoc(), MemRefType::get({ShapedType::kDynamic}, elt),
           ValueRange{lin(r * cols)});
-      alloc->setAttr("fmoe.rows", b.getDenseI64ArrayAttr({r.perToken, r.constant}));
+      alloc->setAttr("fmoe.rows",
+                     b.getDenseI64ArrayAttr({r.perToken, r.constant}));
       alloc->setAttr("fmoe.cols", b.getI64IntegerAttr(cols));
       temps.push_back(alloc);
       return Value(alloc);
@@ -971,7 +984,8 @@ private:
            });
     // fc2: dW2[l] = dyᵀ a, db2 = column sums of dy, da = dy W2.
     Value dw2 = define(op.getGradFc2Weight(), {0, local});
-    call(op, "grouped_wgrad", {dyv, a, dw2, offsets}, wgrad(d, hidden, d, 0, hidden));
+    call(op, "grouped_wgrad", {dyv, a, dw2, offsets},
+         wgrad(d, hidden, d, 0, hidden));
     if (op.getGradFc2Bias())
       groupColumnSum(op, "fc2_bias_grad", dyv, d, 0, d, offsets, groups, local,
                      define(op.getGradFc2Bias(), {0, local}));
@@ -1001,7 +1015,8 @@ private:
            });
     // fc1 (and up): dW1[l] = dh1ᵀ rows, db1, drows = dh1 W1 (+ dhu Wup).
     Value dw1 = define(op.getGradFc1Weight(), {0, local});
-    call(op, "grouped_wgrad", {dh, rowsv, dw1, offsets}, wgrad(hidden, d, hw, 0, d));
+    call(op, "grouped_wgrad", {dh, rowsv, dw1, offsets},
+         wgrad(hidden, d, hw, 0, d));
     if (op.getGradFc1Bias())
       groupColumnSum(op, "fc1_bias_grad", dh, hw, 0, hidden, offsets, groups,
                      local, define(op.getGradFc1Bias(), {0, local}));
@@ -1028,12 +1043,11 @@ private:
              Value t = k.div(i, k.c(d)), col = k.rem(i, k.c(d));
              Value acc = k.f(0.0);
              for (int64_t s = 0; s < topK; ++s) {
-               Value pos = k.toIndex(
-                   k.ld(a[1], k.add(k.mul(t, k.c(topK)), k.c(s))));
+               Value pos =
+                   k.toIndex(k.ld(a[1], k.add(k.mul(t, k.c(topK)), k.c(s))));
                Value valid = k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0));
-               Value v = k.ld(a[0], k.add(k.mul(k.sel(valid, pos, k.c(0)),
-                                                k.c(d)),
-                                          col));
+               Value v = k.ld(
+                   a[0], k.add(k.mul(k.sel(valid, pos, k.c(0)), k.c(d)), col));
                acc = k.add(acc, k.sel(valid, v, k.f(0.0)));
              }
              k.st(acc, a[2], i);
@@ -1047,98 +1061,99 @@ private:
     Value dl = define(op.getGradLogits(), tokensRows);
     GateKind kind = op.getGate();
     bool renorm = op.getRenormalize();
-    launch(op, "route_grad",
-           {mem(op.getGradScores()), mem(op.getLogits()), mem(op.getIndices()),
-            mem(op.getScores()), dl},
-           tokensRows, [&](KB &k, Value t, ValueRange a, Value) {
-             Value row = k.mul(t, k.c(e));
-             SmallVector<Value> g, q, idx, l;
-             for (int64_t s = 0; s < topK; ++s) {
-               Value slot = k.add(k.mul(t, k.c(topK)), k.c(s));
-               g.push_back(k.ld(a[0], slot));
-               q.push_back(k.ld(a[3], slot));
-               Value ex = k.toIndex(k.ld(a[2], slot));
-               idx.push_back(k.sel(k.cmpi(arith::CmpIPredicate::sge, ex, k.c(0)),
-                                   ex, k.c(0)));
-               l.push_back(k.ld(a[1], k.add(row, idx.back())));
-             }
-             auto dot = [&](ArrayRef<Value> x, ArrayRef<Value> y) {
-               Value acc = k.f(0.0);
-               for (auto [u, v] : llvm::zip(x, y))
-                 acc = k.add(acc, k.mul(u, v));
-               return acc;
-             };
-             // Gradient with respect to the un-normalised scores p.
-             SmallVector<Value> p(q), dp(g);
-             if (kind == GateKind::sigmoid)
-               for (auto [s, v] : llvm::enumerate(l))
-                 p[s] = k.sigmoid(v);
-             if (kind == GateKind::softmax_topk && renorm) {
-               // p = softmax(l)[idx]; q = p / sum(p).
-               Value m = k.loop(k.c(0), k.c(e), k.f(-3.0e38),
-                                [&](Value j, ValueRange acc) {
-                                  Value v = k.ld(a[1], k.add(row, j));
-                                  return SmallVector<Value>{
-                                      arith::MaximumFOp::create(k.b, k.loc, acc[0], v)};
-                                })[0];
-               Value z = k.loop(k.c(0), k.c(e), k.f(0.0),
-                                [&](Value j, ValueRange acc) {
-                                  Value v = k.ld(a[1], k.add(row, j));
-                                  return SmallVector<Value>{
-                                      k.add(acc[0], k.exp(k.sub(v, m)))};
-                                })[0];
-               for (auto [s, v] : llvm::enumerate(l))
-                 p[s] = k.div(k.exp(k.sub(v, m)), z);
-             }
-             if (renorm) {
-               Value sum = k.f(0.0);
-               for (Value v : p)
-                 sum = k.add(sum, v);
-               Value c = dot(q, g);
-               for (auto [s, v] : llvm::enumerate(g))
-                 dp[s] = k.div(k.sub(v, c), sum);
-             }
-             // Zero, then the picked experts' entries.
-             k.loop(k.c(0), k.c(e), ValueRange{}, [&](Value j, ValueRange) {
-               k.st(k.f(0.0), a[4], k.add(row, j));
-               return SmallVector<Value>{};
-             });
-             switch (kind) {
-             case GateKind::naive: {
-               // q = softmax over the k picked logits.
-               Value c = dot(q, dp);
-               for (int64_t s = 0; s < topK; ++s)
-                 k.st(k.mul(q[s], k.sub(dp[s], c)), a[4], k.add(row, idx[s]));
-               break;
-             }
-             case GateKind::softmax_topk: {
-               // dl_j = P_j (G_j - sum_s p_s dp_s), G_j = dp_s at j = idx_s.
-               Value c = dot(p, dp);
-               // P_j over all experts, from the largest logit l[0].
-               Value z = k.loop(k.c(0), k.c(e), k.f(0.0),
-                                [&](Value j, ValueRange acc) {
-                                  Value v = k.ld(a[1], k.add(row, j));
-                                  return SmallVector<Value>{
-                                      k.add(acc[0], k.exp(k.sub(v, l[0])))};
-                                })[0];
-               k.loop(k.c(0), k.c(e), ValueRange{}, [&](Value j, ValueRange) {
-                 Value pj = k.div(k.exp(k.sub(k.ld(a[1], k.add(row, j)), l[0])), z);
-                 k.st(k.mul(pj, k.sub(k.f(0.0), c)), a[4], k.add(row, j));
-                 return SmallVector<Value>{};
-               });
-               for (int64_t s = 0; s < topK; ++s) {
-                 Value pj = k.div(k.exp(k.sub(l[s], l[0])), z);
-                 k.st(k.mul(pj, k.sub(dp[s], c)), a[4], k.add(row, idx[s]));
-               }
-               break;
-             }
-             case GateKind::sigmoid:
-               for (int64_t s = 0; s < topK; ++s)
-                 k.st(k.mul(dp[s], k.mul(p[s], k.sub(k.f(1.0), p[s]))), a[4],
-                      k.add(row, idx[s]));
-               break;
-             }
-           });
+    launch(
+        op, "route_grad",
+        {mem(op.getGradScores()), mem(op.getLogits()), mem(op.getIndices()),
+         mem(op.getScores()), dl},
+        tokensRows, [&](KB &k, Value t, ValueRange a, Value) {
+          Value row = k.mul(t, k.c(e));
+          SmallVector<Value> g, q, idx, l;
+          for (int64_t s = 0; s < topK; ++s) {
+            Value slot = k.add(k.mul(t, k.c(topK)), k.c(s));
+            g.push_back(k.ld(a[0], slot));
+            q.push_back(k.ld(a[3], slot));
+            Value ex = k.toIndex(k.ld(a[2], slot));
+            idx.push_back(k.sel(k.cmpi(arith::CmpIPredicate::sge, ex, k.c(0)),
+                                ex, k.c(0)));
+            l.push_back(k.ld(a[1], k.add(row, idx.back())));
+          }
+          auto dot = [&](ArrayRef<Value> x, ArrayRef<Value> y) {
+            Value acc = k.f(0.0);
+            for (auto [u, v] : llvm::zip(x, y))
+              acc = k.add(acc, k.mul(u, v));
+            return acc;
+          };
+          // Gradient with respect to the un-normalised scores p.
+          SmallVector<Value> p(q), dp(g);
+          if (kind == GateKind::sigmoid)
+            for (auto [s, v] : llvm::enumerate(l))
+              p[s] = k.sigmoid(v);
+          if (kind == GateKind::softmax_topk && renorm) {
+            // p = softmax(l)[idx]; q = p / sum(p).
+            Value m = k.loop(
+                k.c(0), k.c(e), k.f(-3.0e38), [&](Value j, ValueRange acc) {
+                  Value v = k.ld(a[1], k.add(row, j));
+                  return SmallVector<Value>{
+                      arith::MaximumFOp::create(k.b, k.loc, acc[0], v)};
+                })[0];
+            Value z =
+                k.loop(k.c(0), k.c(e), k.f(0.0), [&](Value j, ValueRange acc) {
+                  Value v = k.ld(a[1], k.add(row, j));
+                  return SmallVector<Value>{k.add(acc[0], k.exp(k.sub(v, m)))};
+                })[0];
+            for (auto [s, v] : llvm::enumerate(l))
+              p[s] = k.div(k.exp(k.sub(v, m)), z);
+          }
+          if (renorm) {
+            Value sum = k.f(0.0);
+            for (Value v : p)
+              sum = k.add(sum, v);
+            Value c = dot(q, g);
+            for (auto [s, v] : llvm::enumerate(g))
+              dp[s] = k.div(k.sub(v, c), sum);
+          }
+          // Zero, then the picked experts' entries.
+          k.loop(k.c(0), k.c(e), ValueRange{}, [&](Value j, ValueRange) {
+            k.st(k.f(0.0), a[4], k.add(row, j));
+            return SmallVector<Value>{};
+          });
+          switch (kind) {
+          case GateKind::naive: {
+            // q = softmax over the k picked logits.
+            Value c = dot(q, dp);
+            for (int64_t s = 0; s < topK; ++s)
+              k.st(k.mul(q[s], k.sub(dp[s], c)), a[4], k.add(row, idx[s]));
+            break;
+          }
+          case GateKind::softmax_topk: {
+            // dl_j = P_j (G_j - sum_s p_s dp_s), G_j = dp_s at j = idx_s.
+            Value c = dot(p, dp);
+            // P_j over all experts, from the largest logit l[0].
+            Value z =
+                k.loop(k.c(0), k.c(e), k.f(0.0), [&](Value j, ValueRange acc) {
+                  Value v = k.ld(a[1], k.add(row, j));
+                  return SmallVector<Value>{
+                      k.add(acc[0], k.exp(k.sub(v, l[0])))};
+                })[0];
+            k.loop(k.c(0), k.c(e), ValueRange{}, [&](Value j, ValueRange) {
+              Value pj =
+                  k.div(k.exp(k.sub(k.ld(a[1], k.add(row, j)), l[0])), z);
+              k.st(k.mul(pj, k.sub(k.f(0.0), c)), a[4], k.add(row, j));
+              return SmallVector<Value>{};
+            });
+            for (int64_t s = 0; s < topK; ++s) {
+              Value pj = k.div(k.exp(k.sub(l[s], l[0])), z);
+              k.st(k.mul(pj, k.sub(dp[s], c)), a[4], k.add(row, idx[s]));
+            }
+            break;
+          }
+          case GateKind::sigmoid:
+            for (int64_t s = 0; s < topK; ++s)
+              k.st(k.mul(dp[s], k.mul(p[s], k.sub(k.f(1.0), p[s]))), a[4],
+                   k.add(row, idx[s]));
+            break;
+          }
+        });
     return success();
   }
 
@@ -1147,35 +1162,38 @@ private:
     Lin tokensRows = rowsOf(op.getInput());
     Value dl = mem(op.getGradLogits()), x = mem(op.getInput());
     Value dx = define(op.getGradInput(), tokensRows);
-    launch(op, "gate_grad_input", {dl, mem(op.getWeight()), mem(op.getGradInputAcc()), dx},
+    launch(op, "gate_grad_input",
+           {dl, mem(op.getWeight()), mem(op.getGradInputAcc()), dx},
            tokensRows * d, [&](KB &k, Value i, ValueRange a, Value) {
              Value t = k.div(i, k.c(d)), col = k.rem(i, k.c(d));
              Value acc = k.ld(a[2], i);
              for (int64_t j = 0; j < e; ++j)
-               acc = k.add(acc,
-                           k.mul(k.ld(a[0], k.add(k.mul(t, k.c(e)), k.c(j))),
-                                 k.ld(a[1], k.add(k.c(j * d), col))));
+               acc =
+                   k.add(acc, k.mul(k.ld(a[0], k.add(k.mul(t, k.c(e)), k.c(j))),
+                                    k.ld(a[1], k.add(k.c(j * d), col))));
              k.st(acc, a[3], i);
            });
     Value dw = define(op.getGradWeight(), {0, e});
     launch(op, "gate_grad_weight", {dl, x, dw}, {0, e * d},
            [&](KB &k, Value i, ValueRange a, Value t) {
              Value ex = k.div(i, k.c(d)), col = k.rem(i, k.c(d));
-             Value s = k.loop(k.c(0), t, k.f(0.0), [&](Value r, ValueRange acc) {
-               Value g = k.ld(a[0], k.add(k.mul(r, k.c(e)), ex));
-               Value v = k.ld(a[1], k.add(k.mul(r, k.c(d)), col));
-               return SmallVector<Value>{k.add(acc[0], k.mul(g, v))};
-             })[0];
+             Value s =
+                 k.loop(k.c(0), t, k.f(0.0), [&](Value r, ValueRange acc) {
+                   Value g = k.ld(a[0], k.add(k.mul(r, k.c(e)), ex));
+                   Value v = k.ld(a[1], k.add(k.mul(r, k.c(d)), col));
+                   return SmallVector<Value>{k.add(acc[0], k.mul(g, v))};
+                 })[0];
              k.st(s, a[2], i);
            });
     if (op.getGradBias()) {
       Value db = define(op.getGradBias(), {0, e});
       launch(op, "gate_grad_bias", {dl, db}, {0, e},
              [&](KB &k, Value ex, ValueRange a, Value t) {
-               Value s = k.loop(k.c(0), t, k.f(0.0), [&](Value r, ValueRange acc) {
-                 return SmallVector<Value>{
-                     k.add(acc[0], k.ld(a[0], k.add(k.mul(r, k.c(e)), ex)))};
-               })[0];
+               Value s =
+                   k.loop(k.c(0), t, k.f(0.0), [&](Value r, ValueRange acc) {
+                     return SmallVector<Value>{k.add(
+                         acc[0], k.ld(a[0], k.add(k.mul(r, k.c(e)), ex)))};
+                   })[0];
                k.st(s, a[1], ex);
              });
     }
@@ -1224,9 +1242,7 @@ struct FMoELowerToRuntimePass
     SmallVector<func::FuncOp> layers;
     for (auto f : module.getOps<func::FuncOp>()) {
       bool has = false;
-      f.walk([&](Operation *op) {
-        has |= isa<FMoEDialect>(op->getDialect());
-      });
+      f.walk([&](Operation *op) { has |= isa<FMoEDialect>(op->getDialect()); });
       if (has)
         layers.push_back(f);
     }

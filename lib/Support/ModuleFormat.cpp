@@ -45,8 +45,9 @@ std::string serialize(const Module &m) {
         os << "  attr " << k << " " << v << "\n";
       os << "  args";
       for (const Operand &a : c.args)
-        os << " " << (a.buffer == Operand::kTokens ? std::string("T")
-                                                   : std::to_string(a.buffer));
+        os << " "
+           << (a.buffer == Operand::kTokens ? std::string("T")
+                                            : std::to_string(a.buffer));
       os << "\n";
       if (c.kind == "launch")
         os << "  grid " << sizeStr(c.grid) << "\n  block " << c.block << "\n";

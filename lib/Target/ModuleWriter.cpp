@@ -22,6 +22,14 @@ std::string print(Attribute a) {
   llvm::raw_string_ostream os(s);
   if (auto str = dyn_cast<StringAttr>(a))
     os << str.getValue();
+  else if (auto b = dyn_cast<BoolAttr>(a))
+    os << (b.getValue() ? "true" : "false");
+  else if (auto i = dyn_cast<IntegerAttr>(a))
+    os << i.getInt();
+  else if (auto f = dyn_cast<FloatAttr>(a))
+    os << f.getValueAsDouble();
+  else if (auto arr = dyn_cast<DenseI64ArrayAttr>(a))
+    llvm::interleave(arr.asArrayRef(), os, ",");
   else
     a.print(os);
   return s;
@@ -50,8 +58,8 @@ FailureOr<format::Program> buildProgram(func::FuncOp f) {
   p.name = f->hasAttr("fmoe.forward") ? "backward" : "forward";
   DenseMap<Value, int64_t> index;
   for (BlockArgument arg : f.getArguments().drop_front()) {
-    auto info = f.getArgAttrOfType<DictionaryAttr>(arg.getArgNumber(),
-                                                   "fmoe.buffer");
+    auto info =
+        f.getArgAttrOfType<DictionaryAttr>(arg.getArgNumber(), "fmoe.buffer");
     if (!info)
       return f.emitError("argument #")
              << arg.getArgNumber() << " has no fmoe.buffer description";

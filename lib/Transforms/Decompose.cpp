@@ -32,13 +32,13 @@ void decompose(MoeOp op) {
   int64_t rows = mulDim(t, k);
   int64_t hWidth = isGLU(op.getActivation()) ? 2 * h : h;
 
-  Value logits = GateOp::create(b, loc, RankedTensorType::get({t, e}, f32),
-                                op.getInput(), op.getGateWeight(),
-                                op.getGateBias());
-  auto route = RouteOp::create(
-      b, loc, RankedTensorType::get({t, k}, i32),
-      RankedTensorType::get({t, k}, f32), logits, op.getTopKAttr(),
-      op.getGateAttr(), op.getRenormalizeAttr());
+  Value logits =
+      GateOp::create(b, loc, RankedTensorType::get({t, e}, f32), op.getInput(),
+                     op.getGateWeight(), op.getGateBias());
+  auto route = RouteOp::create(b, loc, RankedTensorType::get({t, k}, i32),
+                               RankedTensorType::get({t, k}, f32), logits,
+                               op.getTopKAttr(), op.getGateAttr(),
+                               op.getRenormalizeAttr());
   auto dispatch = DispatchOp::create(
       b, loc, RankedTensorType::get({e + 1}, i32),
       RankedTensorType::get({t, k}, i32), RankedTensorType::get({rows}, i32),
@@ -53,12 +53,12 @@ void decompose(MoeOp op) {
   Value gathered =
       GatherOp::create(b, loc, RankedTensorType::get({rows, d}, elt),
                        op.getInput(), dispatch.getTokenOf());
-  auto expert = ExpertOp::create(
-      b, loc, RankedTensorType::get({rows, d}, elt),
-      RankedTensorType::get({rows, hWidth}, elt), gathered,
-      dispatch.getOffsets(), op.getFc1Weight(), op.getFc1Bias(),
-      op.getUpWeight(), op.getFc2Weight(), op.getFc2Bias(),
-      op.getActivationAttr());
+  auto expert =
+      ExpertOp::create(b, loc, RankedTensorType::get({rows, d}, elt),
+                       RankedTensorType::get({rows, hWidth}, elt), gathered,
+                       dispatch.getOffsets(), op.getFc1Weight(),
+                       op.getFc1Bias(), op.getUpWeight(), op.getFc2Weight(),
+                       op.getFc2Bias(), op.getActivationAttr());
   Value out = CombineOp::create(b, loc, xType, expert.getY(),
                                 dispatch.getSlotPos(), route.getScores());
   op.replaceAllUsesWith(out);
@@ -72,9 +72,10 @@ void decompose(MoeOp op) {
         b.getNamedAttr("top_k", op.getTopKAttr()),
         b.getNamedAttr("d_model", b.getI64IntegerAttr(d)),
         b.getNamedAttr("d_hidden", b.getI64IntegerAttr(h)),
-        b.getNamedAttr("activation",
-                       b.getStringAttr(stringifyActivation(op.getActivation()))),
-        b.getNamedAttr("gate", b.getStringAttr(stringifyGateKind(op.getGate()))),
+        b.getNamedAttr("activation", b.getStringAttr(stringifyActivation(
+                                         op.getActivation()))),
+        b.getNamedAttr("gate",
+                       b.getStringAttr(stringifyGateKind(op.getGate()))),
         b.getNamedAttr("renormalize", b.getBoolAttr(op.getRenormalize())),
         b.getNamedAttr("world_size", op.getWorldSizeAttr()),
         b.getNamedAttr("dtype", b.getStringAttr(dtype)),
@@ -84,6 +85,26 @@ void decompose(MoeOp op) {
     if (auto cf = op.getCapacityFactorAttr())
       config.push_back(b.getNamedAttr("capacity_factor", cf));
     func->setAttr("fmoe.layer", b.getDictionaryAttr(config));
+    // Name the function's arguments after the layer operands they carry.
+    SmallVector<Attribute> names(func.getNumArguments(), b.getStringAttr(""));
+    if (auto old = func->getAttrOfType<ArrayAttr>("fmoe.arg_names"))
+      for (auto [i, n] : llvm::enumerate(old))
+        if (i < names.size())
+          names[i] = n;
+    auto name = [&](Value v, StringRef what) {
+      if (auto arg = dyn_cast_or_null<BlockArgument>(v))
+        if (arg.getOwner() == &func.getBody().front())
+          names[arg.getArgNumber()] = b.getStringAttr(what);
+    };
+    name(op.getInput(), "input");
+    name(op.getGateWeight(), "gate_weight");
+    name(op.getGateBias(), "gate_bias");
+    name(op.getFc1Weight(), "fc1_weight");
+    name(op.getFc1Bias(), "fc1_bias");
+    name(op.getUpWeight(), "up_weight");
+    name(op.getFc2Weight(), "fc2_weight");
+    name(op.getFc2Bias(), "fc2_bias");
+    func->setAttr("fmoe.arg_names", b.getArrayAttr(names));
   }
   op.erase();
 }

@@ -34,7 +34,8 @@ public:
     Block *entry = bwd.addEntryBlock();
     b.setInsertionPointToStart(entry);
     // (grad_output, forward arguments..., saved...)
-    Value gradOut = entry->addArgument(ret.getOperand(0).getType(), fwd.getLoc());
+    Value gradOut =
+        entry->addArgument(ret.getOperand(0).getType(), fwd.getLoc());
     for (BlockArgument arg : fwd.getArguments())
       captured.map(arg, entry->addArgument(arg.getType(), arg.getLoc()));
     adj[ret.getOperand(0)] = gradOut;
@@ -55,8 +56,9 @@ public:
       grads.push_back(g);
     }
     func::ReturnOp::create(b, fwd.getLoc(), grads);
-    bwd.setFunctionType(FunctionType::get(
-        b.getContext(), entry->getArgumentTypes(), ValueRange(grads).getTypes()));
+    bwd.setFunctionType(FunctionType::get(b.getContext(),
+                                          entry->getArgumentTypes(),
+                                          ValueRange(grads).getTypes()));
 
     // The forward returns what the backward reads.
     SmallVector<Value> results{ret.getOperand(0)};
@@ -106,8 +108,9 @@ private:
       auto grad = CombineGradOp::create(
           b, loc, c.getY().getType(), c.getScores().getType(), g, in(c.getY()),
           in(c.getSlotPos()), in(c.getScores()));
-      return success(succeeded(addAdj(op, c.getY(), grad.getGradY())) &&
-                     succeeded(addAdj(op, c.getScores(), grad.getGradScores())));
+      return success(
+          succeeded(addAdj(op, c.getY(), grad.getGradY())) &&
+          succeeded(addAdj(op, c.getScores(), grad.getGradScores())));
     }
     if (auto a = dyn_cast<AllToAllOp>(op)) {
       Value g = adj.lookup(a.getOutput());
@@ -159,10 +162,10 @@ private:
       Value g = adj.lookup(r.getScores());
       if (!g)
         return success();
-      Value dl = RouteGradOp::create(
-          b, loc, r.getLogits().getType(), g, in(r.getLogits()),
-          in(r.getIndices()), in(r.getScores()), r.getGateAttr(),
-          r.getRenormalizeAttr());
+      Value dl = RouteGradOp::create(b, loc, r.getLogits().getType(), g,
+                                     in(r.getLogits()), in(r.getIndices()),
+                                     in(r.getScores()), r.getGateAttr(),
+                                     r.getRenormalizeAttr());
       return addAdj(op, r.getLogits(), dl);
     }
     if (auto gate = dyn_cast<GateOp>(op)) {
@@ -222,9 +225,9 @@ struct FMoEGenerateBackwardPass
                       signalPassFailure());
       OpBuilder b(f->getContext());
       b.setInsertionPointAfter(f);
-      auto bwd = func::FuncOp::create(b, f.getLoc(),
-                                      (f.getName() + "_backward").str(),
-                                      b.getFunctionType({}, {}));
+      auto bwd =
+          func::FuncOp::create(b, f.getLoc(), (f.getName() + "_backward").str(),
+                               b.getFunctionType({}, {}));
       symbols.insert(bwd);
       bwd->setAttr("fmoe.forward", FlatSymbolRefAttr::get(f));
       if (failed(BackwardBuilder(f, bwd).run()))

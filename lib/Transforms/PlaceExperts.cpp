@@ -30,8 +30,7 @@ struct FMoEPlaceExpertsPass
     std::string name = "fmoe_grid_" + std::to_string(world);
     if (!module.lookupSymbol(name)) {
       OpBuilder b = OpBuilder::atBlockBegin(module.getBody());
-      shard::GridOp::create(b, module.getLoc(), name,
-                            ArrayRef<int64_t>{world});
+      shard::GridOp::create(b, module.getLoc(), name, ArrayRef<int64_t>{world});
     }
     return FlatSymbolRefAttr::get(&getContext(), name);
   }
@@ -43,7 +42,7 @@ struct FMoEPlaceExpertsPass
     if (worldSize > 0 && layerWorld > 1 && worldSize != layerWorld)
       return dispatch.emitError("layer has world_size ")
              << layerWorld << " but the pass was asked for world-size="
-             << worldSize;
+             << static_cast<int64_t>(worldSize);
     int64_t world = worldSize > 0 ? worldSize : layerWorld;
     int64_t e = dispatch.getNumExperts();
     auto layerPlacement =
@@ -61,7 +60,8 @@ struct FMoEPlaceExpertsPass
       auto kind = ::fmoe::parsePlacementStrategy(strategy);
       if (!kind)
         return dispatch.emitError("unknown placement strategy '")
-               << strategy << "' (expected contiguous, round-robin or balanced)";
+               << strategy
+               << "' (expected contiguous, round-robin or balanced)";
       std::vector<double> load;
       std::string error;
       if (*kind == ::fmoe::PlacementStrategy::Balanced) {
@@ -72,7 +72,8 @@ struct FMoEPlaceExpertsPass
         if (!file)
           return dispatch.emitError("cannot read load profile '")
                  << loadProfile << "': " << file.getError().message();
-        if (!::fmoe::parseLoadProfile((*file)->getBuffer().str(), e, load, error))
+        if (!::fmoe::parseLoadProfile((*file)->getBuffer().str(), e, load,
+                                      error))
           return dispatch.emitError(error);
       }
       rankOf = ::fmoe::placeExperts(e, world, *kind, load, error);
@@ -98,13 +99,12 @@ struct FMoEPlaceExpertsPass
     OpBuilder b(expert);
     Location loc = expert.getLoc();
     auto rowsType = cast<RankedTensorType>(expert.getRows().getType());
-    auto recvType = RankedTensorType::get(
-        {ShapedType::kDynamic, rowsType.getDimSize(1)},
-        rowsType.getElementType());
-    auto to = AllToAllOp::create(b, loc, recvType,
-                                 expert.getOffsets().getType(),
-                                 expert.getRows(), expert.getOffsets(), grid,
-                                 placement, UnitAttr());
+    auto recvType =
+        RankedTensorType::get({ShapedType::kDynamic, rowsType.getDimSize(1)},
+                              rowsType.getElementType());
+    auto to = AllToAllOp::create(
+        b, loc, recvType, expert.getOffsets().getType(), expert.getRows(),
+        expert.getOffsets(), grid, placement, UnitAttr());
     expert.getRowsMutable().assign(to.getOutput());
     expert.getOffsetsMutable().assign(to.getOutOffsets());
     // h and y now have the received row count.

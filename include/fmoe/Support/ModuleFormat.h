@@ -57,8 +57,8 @@ struct Command {
   std::string op;     // the semantic operation, e.g. fmoe.gate_route
   std::vector<std::pair<std::string, std::string>> attrs;
   std::vector<Operand> args;
-  SizeExpr grid;      // launch only: blocks in x
-  int64_t block = 0;  // launch only: threads per block
+  SizeExpr grid;                // launch only: blocks in x
+  int64_t block = 0;            // launch only: threads per block
   std::vector<int64_t> release; // buffers whose last use is this command
 };
 

@@ -38,7 +38,8 @@ public:
     if (!t)
       return op->emitOpError("expects ") << name << " to be a ranked tensor";
     if (elt ? t.getElementType() != elt : !isStorageFloat(t.getElementType())) {
-      auto diag = op->emitOpError("expects ") << name << " to have element type ";
+      auto diag = op->emitOpError("expects ")
+                  << name << " to have element type ";
       if (elt)
         diag << elt;
       else
@@ -87,7 +88,7 @@ Type i32(Operation *op) { return IntegerType::get(op->getContext(), 32); }
 
 /// The storage element type and static d_model of a `[T, D]` input.
 LogicalResult checkInput(Operation *op, Value input, StringRef name, Type &elt,
-                       int64_t &dModel) {
+                         int64_t &dModel) {
   auto t = dyn_cast<RankedTensorType>(input.getType());
   if (!t || t.getRank() != 2)
     return op->emitOpError("expects ")
@@ -190,9 +191,7 @@ int64_t numExpertsOf(Value logitsOrCounts, unsigned dim) {
 //===----------------------------------------------------------------------===//
 
 int64_t MoeOp::getDModel() { return getInput().getType().getDimSize(1); }
-int64_t MoeOp::getDHidden() {
-  return getFc1Weight().getType().getDimSize(1);
-}
+int64_t MoeOp::getDHidden() { return getFc1Weight().getType().getDimSize(1); }
 int64_t MoeOp::getLocalExperts() {
   return getFc1Weight().getType().getDimSize(0);
 }
@@ -214,8 +213,7 @@ static LogicalResult checkPlacement(Operation *op, ArrayRef<int64_t> placement,
   for (auto [r, n] : llvm::enumerate(held))
     if (n != numExperts / world)
       return op->emitOpError("expects every rank to hold ")
-             << numExperts / world << " experts, rank " << r << " holds "
-             << n;
+             << numExperts / world << " experts, rank " << r << " holds " << n;
   return success();
 }
 
@@ -267,7 +265,8 @@ LogicalResult GateOp::verify() {
     return failure();
   auto wt = dyn_cast<RankedTensorType>(getWeight().getType());
   if (!wt || wt.getRank() != 2 || wt.isDynamicDim(0))
-    return emitOpError("expects weight of static shape [experts, d_model], got ")
+    return emitOpError(
+               "expects weight of static shape [experts, d_model], got ")
            << getWeight().getType();
   int64_t e = wt.getDimSize(0);
   ShapeChecker sc(op);
@@ -312,7 +311,8 @@ LogicalResult GateRouteOp::verify() {
     return failure();
   auto wt = dyn_cast<RankedTensorType>(getWeight().getType());
   if (!wt || wt.getRank() != 2 || wt.isDynamicDim(0))
-    return emitOpError("expects weight of static shape [experts, d_model], got ")
+    return emitOpError(
+               "expects weight of static shape [experts, d_model], got ")
            << getWeight().getType();
   int64_t e = wt.getDimSize(0), k = getTopK();
   if (failed(checkTopK(op, k, e)) ||
@@ -469,8 +469,7 @@ LogicalResult AllToAllOp::verify() {
   return success();
 }
 
-LogicalResult
-AllToAllOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+LogicalResult AllToAllOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
   auto grid = shard::getGridOrNull(getOperation(), getGridAttr(), symbolTable);
   if (!grid)
     return emitOpError("expects grid @")
@@ -523,17 +522,18 @@ LogicalResult ExpertGradOp::verify() {
       failed(sc.check(getRows(), "rows", {"R", d}, elt)) ||
       failed(sc.check(getH(), "h", {"R", hWidth}, elt)) ||
       failed(sc.check(getGradRows(), "grad_rows", {"R", d}, elt)) ||
-      failed(sc.check(getGradFc1Weight(), "grad_fc1_weight",
-                      {local, hidden, d}, elt)) ||
-      failed(sc.check(getGradFc2Weight(), "grad_fc2_weight",
-                      {local, d, hidden}, elt)))
+      failed(sc.check(getGradFc1Weight(), "grad_fc1_weight", {local, hidden, d},
+                      elt)) ||
+      failed(sc.check(getGradFc2Weight(), "grad_fc2_weight", {local, d, hidden},
+                      elt)))
     return failure();
   if (static_cast<bool>(getGradFc1Bias()) != getFc1Bias())
     return emitOpError("expects grad_fc1_bias exactly when fc1_bias is set");
   if (static_cast<bool>(getGradFc2Bias()) != getFc2Bias())
     return emitOpError("expects grad_fc2_bias exactly when fc2_bias is set");
   if (static_cast<bool>(getGradUpWeight()) != static_cast<bool>(getUpWeight()))
-    return emitOpError("expects grad_up_weight exactly when up_weight is given");
+    return emitOpError(
+        "expects grad_up_weight exactly when up_weight is given");
   if (getGradFc1Bias() &&
       failed(sc.check(getGradFc1Bias(), "grad_fc1_bias", {local, hidden}, elt)))
     return failure();

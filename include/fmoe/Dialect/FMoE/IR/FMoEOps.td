@@ -202,9 +202,10 @@ def FMoE_GatherOp : FMoE_Op<"gather", [Pure]> {
 def FMoE_ExpertOp : FMoE_Op<"expert", [Pure, AttrSizedOperandSegments]> {
   let summary = "the expert MLPs over rows grouped by expert";
   let description = [{
-    `rows: [R, D]` grouped by `offsets: [G+1] i32`; group `g` belongs to local
-    expert `g mod L` (`L` = leading dimension of the weights; `G = L` on one
-    rank, `G = L * world_size` after an all-to-all, source-rank-minor).
+    `rows: [R, D]` grouped by `offsets: [G+1] i32`. Groups are expert-major:
+    local expert `l` (of `L`, the leading dimension of the weights) owns
+    groups `[l*S, (l+1)*S)` with `S = G / L` (`S = 1` on one rank, one group
+    per source rank after an all-to-all).
     `fc1_weight: [L, H, D]`, `fc1_bias: [L, H]`, `up_weight: [L, H, D]` (GLU
     forms only), `fc2_weight: [L, D, H]`, `fc2_bias: [L, D]`.
     Results: `y: [R, D]` and the pre-activations `h: [R, H]` (`[R, 2H]` for

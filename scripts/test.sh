@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: set-up, build, the compiler's
+# lit suite, the C++ unit tests and the format check.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="${FMOE_BUILD_DIR:-$root/build}"
+bash "$root/scripts/setup.sh"
+bash "$root/scripts/build.sh"
+bash "$root/scripts/check-format.sh"
+echo "== lit (check-fmoe)"
+/usr/lib/llvm-22/bin/lit -sv "$build/test"
+echo "== unit tests (ctest)"
+ctest --test-dir "$build" --output-on-failure

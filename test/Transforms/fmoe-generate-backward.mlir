@@ -1,0 +1,35 @@
+// RUN: fmoe-opt %inputs/layer.mlir --fmoe-decompose --fmoe-generate-backward | FileCheck %s
+// RUN: fmoe-opt %inputs/layer_ep2.mlir --fmoe-decompose --fmoe-place-experts --fmoe-generate-backward | FileCheck %s --check-prefix=EP
+// RUN: not fmoe-opt %inputs/layer.mlir --fmoe-decompose --fmoe-fuse --fmoe-generate-backward 2>&1 | FileCheck %s --check-prefix=FUSED
+
+// The forward returns the values its backward reads, after its output.
+// CHECK-LABEL: func.func @layer(
+// CHECK-SAME: -> (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x16xf32>, tensor<?x32xf32>, tensor<5xi32>, tensor<?xi32>, tensor<?x2xi32>, tensor<?x4xf32>)
+// CHECK-SAME: fmoe.backward = @layer_backward
+// CHECK-SAME: fmoe.num_saved = 8 : i64
+// CHECK: return %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} :
+
+// The backward: (grad_output, the forward's arguments, the saved values) to
+// the gradient of every argument, stage by stage in reverse.
+// CHECK-LABEL: func.func @layer_backward(
+// CHECK-SAME: %[[DOUT:[a-z0-9]+]]: tensor<?x16xf32>, %[[X:[a-z0-9]+]]: tensor<?x16xf32>, %[[WG:[a-z0-9]+]]: tensor<4x16xf32>
+// CHECK-SAME: -> (tensor<?x16xf32>, tensor<4x16xf32>, tensor<4xf32>, tensor<4x32x16xf32>, tensor<4x32xf32>, tensor<4x16x32xf32>, tensor<4x16xf32>)
+// CHECK-SAME: fmoe.forward = @layer
+// CHECK: %[[DY:[a-z0-9_]+]], %[[DS:[a-z0-9_]+]] = fmoe.combine_grad %[[DOUT]],
+// CHECK-NEXT: %[[R:[0-9]+]] = fmoe.gather %[[X]],
+// CHECK-NEXT: %[[DR:[a-z0-9_]+]], %[[DW1:[a-z0-9_]+]], %[[DB1:[a-z0-9_]+]], %[[DW2:[a-z0-9_]+]], %[[DB2:[a-z0-9_]+]] = fmoe.expert_grad %[[DY]], %[[R]],
+// CHECK-SAME: {activation = #fmoe<activation gelu>, fc1_bias, fc2_bias
+// CHECK-NEXT: %[[DXE:[0-9]+]] = fmoe.gather_grad %[[DR]],
+// CHECK-NEXT: %[[DL:[0-9]+]] = fmoe.route_grad %[[DS]],
+// CHECK-NEXT: %[[DX:[a-z0-9_]+]], %[[DWG:[a-z0-9_]+]], %[[DBG:[a-z0-9_]+]] = fmoe.gate_grad %[[DL]], %[[X]], %[[WG]], %[[DXE]] {bias}
+// CHECK-NEXT: return %[[DX]], %[[DWG]], %[[DBG]], %[[DW1]], %[[DB1]], %[[DW2]], %[[DB2]] :
+
+// Across ranks, each all-to-all's gradient is the exchange the other way.
+// EP-LABEL: func.func @layer_ep2_backward
+// EP: fmoe.combine_grad
+// EP-NEXT: fmoe.all_to_all %{{.*}}, %{{.*}} on @fmoe_grid_2 {placement = array<i64: 0, 0, 1, 1>}
+// EP: fmoe.expert_grad
+// EP-NEXT: fmoe.all_to_all %{{.*}}, %{{.*}} on @fmoe_grid_2 {placement = array<i64: 0, 0, 1, 1>, reverse}
+// EP-NEXT: fmoe.gather_grad
+
+// FUSED: error: cannot differentiate fused stages: run --fmoe-generate-backward before --fmoe-fuse

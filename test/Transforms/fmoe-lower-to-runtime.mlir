@@ -1,0 +1,69 @@
+// RUN: fmoe-opt %inputs/layer.mlir --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s
+// RUN: fmoe-opt %inputs/layer_ep2.mlir --fmoe-decompose --fmoe-place-experts --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s --check-prefix=EP
+
+// Destination-passing style on flat buffers: the token count, the inputs,
+// then the outputs (the layer output and the saved values), each described
+// for the module writer.
+// CHECK: module attributes {gpu.container_module}
+// CHECK-LABEL: func.func @layer(%{{.*}}: index {fmoe.tokens},
+// CHECK-SAME: memref<?xf32> {fmoe.buffer = {cols = 16 : i64, name = "input", role = "input", rows = array<i64: 1, 0>}}
+// CHECK-SAME: {fmoe.buffer = {cols = 16 : i64, name = "output", role = "output", rows = array<i64: 1, 0>}}
+// CHECK-SAME: {fmoe.buffer = {cols = 32 : i64, name = "saved3", role = "output", rows = array<i64: 2, 0>}}
+// CHECK-NOT: tensor<
+// CHECK: %[[COUNTS:.*]] = memref.alloc(%{{.*}}) {fmoe.cols = 1 : i64, fmoe.rows = array<i64: 0, 4>} : memref<?xi32>
+// CHECK: call @fmoe_rt_memset(%[[COUNTS]]) {byte = 0 : i64, fmoe.op = "fmoe.gate_route"}
+// CHECK: gpu.launch_func @fmoe_kernels::@layer_gate_route blocks in
+// CHECK-SAME: fmoe.block = 256 : i64, fmoe.op = "fmoe.gate_route", fmoe.work = array<i64: 1, 0>
+// CHECK: gpu.launch_func @fmoe_kernels::@layer_offsets
+// CHECK-SAME: fmoe.work = array<i64: 0, 1>
+// CHECK: gpu.launch_func @fmoe_kernels::@layer_scatter
+// CHECK-SAME: fmoe.work = array<i64: 2, 0>
+// CHECK: call @fmoe_rt_grouped_gemm_gather_f32(
+// CHECK-SAME: k = 16 : i64, layout = "nt", lda = 16 : i64, ldc = 32 : i64, local_experts = 4 : i64, n = 32 : i64
+// CHECK: gpu.launch_func @fmoe_kernels::@layer_bias_act
+// CHECK: call @fmoe_rt_grouped_gemm_f32(
+// CHECK: gpu.launch_func @fmoe_kernels::@layer_bias
+// CHECK: gpu.launch_func @fmoe_kernels::@layer_combine
+// CHECK: memref.dealloc
+// CHECK: return
+
+// CHECK-LABEL: func.func @layer_backward(%{{.*}}: index {fmoe.tokens},
+// CHECK-SAME: name = "grad_output"
+// CHECK-SAME: name = "grad_input", role = "output"
+// CHECK: @fmoe_kernels::@layer_backward_combine_grad_rows
+// CHECK: @fmoe_kernels::@layer_backward_combine_grad_scores
+// CHECK: @fmoe_kernels::@layer_backward_gather
+// CHECK: @fmoe_kernels::@layer_backward_act
+// CHECK: call @fmoe_rt_grouped_wgrad_f32(
+// CHECK: @fmoe_kernels::@layer_backward_fc2_bias_grad
+// CHECK: call @fmoe_rt_grouped_gemm_f32({{.*}}layout = "nn"
+// CHECK: @fmoe_kernels::@layer_backward_act_grad
+// CHECK: call @fmoe_rt_grouped_wgrad_f32(
+// CHECK: @fmoe_kernels::@layer_backward_fc1_bias_grad
+// CHECK: call @fmoe_rt_grouped_gemm_f32({{.*}}layout = "nn"
+// CHECK: @fmoe_kernels::@layer_backward_gather_grad
+// CHECK: @fmoe_kernels::@layer_backward_route_grad
+// CHECK: @fmoe_kernels::@layer_backward_gate_grad_input
+// CHECK: @fmoe_kernels::@layer_backward_gate_grad_weight
+// CHECK: @fmoe_kernels::@layer_backward_gate_grad_bias
+
+// CHECK: gpu.module @fmoe_kernels
+// CHECK: gpu.func @layer_gate_route(
+// CHECK-SAME: kernel
+// CHECK: memref.atomic_rmw addi
+// CHECK: gpu.func @layer_bias_act(
+// CHECK: math.erf
+// CHECK: func.func private @fmoe_rt_memset(memref<?xi32>)
+// CHECK: func.func private @fmoe_rt_grouped_gemm_gather_f32(memref<?xf32>, memref<?xi32>, memref<?xf32>, memref<?xf32>, memref<?xi32>)
+
+// The received rows can be every rank's: twice the rows on 2 ranks.
+// EP-LABEL: func.func @layer_ep2(
+// EP: call @fmoe_rt_all_to_all_f32(
+// EP-SAME: cols = 16 : i64, fmoe.op = "fmoe.all_to_all", placement = array<i64: 0, 0, 1, 1>, reverse = false, world_size = 2 : i64
+// EP: call @fmoe_rt_grouped_gemm_f32(
+// EP-SAME: local_experts = 2 : i64
+// EP: call @fmoe_rt_all_to_all_f32(
+// EP-SAME: reverse = true
+// EP-LABEL: func.func @layer_ep2_backward(
+// EP: call @fmoe_rt_all_to_all_f32({{.*}}reverse = false
+// EP: call @fmoe_rt_all_to_all_f32({{.*}}reverse = true
