@@ -396,7 +396,8 @@ private:
   /// Builds kernel `<func>_<suffix>` with one thread per item of `work`
   /// (linear in T) and launches it on `args` (buffers) and T.
   void launch(Operation *src, StringRef suffix, ValueRange args, Lin work,
-              function_ref<void(KB &, Value, ValueRange, Value)> body) {
+              function_ref<void(KB &, Value, ValueRange, Value)> body,
+              ArrayRef<NamedAttribute> params = {}) {
     std::string name = (func.getName() + "_" + suffix).str();
     unsigned n = 0;
     while (kernels.lookupSymbol(name + (n ? "_" + std::to_string(n) : "")))
@@ -436,6 +437,12 @@ private:
     launchOp->setAttr("fmoe.work",
                       b.getDenseI64ArrayAttr({work.perToken, work.constant}));
     launchOp->setAttr("fmoe.block", b.getI64IntegerAttr(kBlock));
+    // What the kernel computes, for backends that run a reference
+    // implementation instead of the PTX.
+    launchOp->setAttr("fmoe.kernel", b.getStringAttr(suffix));
+    for (NamedAttribute p : params)
+      launchOp->setAttr(("fmoe.param." + p.getName().strref()).str(),
+                        p.getValue());
     for (NamedAttribute a : src->getAttrs())
       if (a.getName() != "operandSegmentSizes" &&
           a.getName() != "resultSegmentSizes")
@@ -658,7 +665,8 @@ private:
                k.st(run, a[2], k.add(ex, k.c(e)));
              }
              k.st(run, a[1], k.c(e));
-           });
+           },
+           {b.getNamedAttr("top_k", b.getI64IntegerAttr(topK))});
     memset(op, tokenOf, 255);
     launch(op, "scatter", {mem(op.getIndices()), scratch, slotPos, tokenOf},
            pairs, [&](KB &k, Value i, ValueRange a, Value) {

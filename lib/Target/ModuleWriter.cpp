@@ -110,6 +110,9 @@ FailureOr<format::Program> buildProgram(func::FuncOp f) {
       c.block = launch->getAttrOfType<IntegerAttr>("fmoe.block").getInt();
       c.grid = rowsOf(work);
       c.grid.divisor = c.block;
+      if (auto kernel = launch->getAttrOfType<StringAttr>("fmoe.kernel"))
+        c.attrs.emplace_back("kernel", kernel.str());
+      attrsOf(launch, c, "fmoe.param.");
       attrsOf(launch, c, "fmoe.attr.");
       args.assign(launch.getKernelOperands().begin(),
                   launch.getKernelOperands().end());

@@ -133,9 +133,7 @@ private:
           type(e.getFc1Bias()), type(e.getUpWeight()),
           e.getFc2Weight().getType(), type(e.getFc2Bias()), g, in(e.getRows()),
           in(e.getOffsets()), in(e.getH()), in(e.getFc1Weight()), up,
-          in(e.getFc2Weight()), e.getActivationAttr(),
-          e.getFc1Bias() ? b.getUnitAttr() : UnitAttr(),
-          e.getFc2Bias() ? b.getUnitAttr() : UnitAttr());
+          in(e.getFc2Weight()), e.getActivationAttr());
       return success(
           succeeded(addAdj(op, e.getRows(), grad.getGradRows())) &&
           succeeded(addAdj(op, e.getFc1Weight(), grad.getGradFc1Weight())) &&

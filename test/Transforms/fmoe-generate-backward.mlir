@@ -18,7 +18,8 @@
 // CHECK: %[[DY:[a-z0-9_]+]], %[[DS:[a-z0-9_]+]] = fmoe.combine_grad %[[DOUT]],
 // CHECK-NEXT: %[[R:[0-9]+]] = fmoe.gather %[[X]],
 // CHECK-NEXT: %[[DR:[a-z0-9_]+]], %[[DW1:[a-z0-9_]+]], %[[DB1:[a-z0-9_]+]], %[[DW2:[a-z0-9_]+]], %[[DB2:[a-z0-9_]+]] = fmoe.expert_grad %[[DY]], %[[R]],
-// CHECK-SAME: {activation = #fmoe<activation gelu>, fc1_bias, fc2_bias
+// CHECK-SAME: {activation = #fmoe<activation gelu>} :
+// CHECK-SAME: -> tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32> fc1_bias tensor<4x32xf32> fc2_bias tensor<4x16xf32>
 // CHECK-NEXT: %[[DXE:[0-9]+]] = fmoe.gather_grad %[[DR]],
 // CHECK-NEXT: %[[DL:[0-9]+]] = fmoe.route_grad %[[DS]],
 // CHECK-NEXT: %[[DX:[a-z0-9_]+]], %[[DWG:[a-z0-9_]+]], %[[DBG:[a-z0-9_]+]] = fmoe.gate_grad %[[DL]], %[[X]], %[[WG]], %[[DXE]] {bias}

@@ -634,13 +634,10 @@ func.func @combine_grad_f16(%dout: tensor<8x16xf16>, %y: tensor<?x16xf16>,
 // fmoe.expert_grad
 //===----------------------------------------------------------------------===//
 
-// The example of FMoEOps.td. NOTE: the example as written in FMoEOps.td does
-// not parse: expert_grad has AttrSizedResultSegments and prints every result
-// type through functional-type(operands, results), so the generated parser
-// cannot infer the result segments and wants `resultSegmentSizes` spelled out
-// in the attribute dictionary (the printer prints it there too). Segments:
-// grad_rows, grad_fc1_weight, grad_fc1_bias, grad_up_weight, grad_fc2_weight,
-// grad_fc2_bias.
+// The example of FMoEOps.td. The optional results (grad_fc1_bias,
+// grad_up_weight, grad_fc2_bias) are named in the type list, which lists
+// grad_rows, grad_fc1_weight and grad_fc2_weight first; the results
+// themselves stay in result order.
 // CHECK-LABEL: func.func @expert_grad_example
 // CHECK-SAME:    %[[DY:[^:]+]]: tensor<?x16xf32>
 // CHECK-SAME:    %[[R:[^:]+]]: tensor<?x16xf32>
@@ -648,20 +645,24 @@ func.func @combine_grad_f16(%dout: tensor<8x16xf16>, %y: tensor<?x16xf16>,
 // CHECK-SAME:    %[[H:[^:]+]]: tensor<?x32xf32>
 // CHECK-SAME:    %[[W1:[^:]+]]: tensor<4x32x16xf32>
 // CHECK-SAME:    %[[W2:[^:]+]]: tensor<4x16x32xf32>
-// CHECK:         fmoe.expert_grad %[[DY]], %[[R]], %[[O]], %[[H]] fc1 %[[W1]] fc2 %[[W2]]
-// CHECK-SAME:      {activation = #fmoe<activation gelu>, fc1_bias, fc2_bias, resultSegmentSizes = array<i32: 1, 1, 1, 0, 1, 1>}
-// CHECK-SAME:      : (tensor<?x16xf32>, tensor<?x16xf32>, tensor<5xi32>, tensor<?x32xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>) -> (tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x32xf32>, tensor<4x16x32xf32>, tensor<4x16xf32>)
+// CHECK:         %[[DR:[^ ,]+]], %[[DW1:[^ ,]+]], %[[DB1:[^ ,]+]], %[[DW2:[^ ,]+]], %[[DB2:[^ ,]+]] = fmoe.expert_grad %[[DY]], %[[R]], %[[O]], %[[H]] fc1 %[[W1]] fc2 %[[W2]]
+// CHECK-SAME:      {activation = #fmoe<activation gelu>}
+// CHECK-SAME:      : tensor<?x16xf32>, tensor<?x16xf32>, tensor<5xi32>, tensor<?x32xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32> -> tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32> fc1_bias tensor<4x32xf32> fc2_bias tensor<4x16xf32>{{$}}
+// CHECK:         return %[[DR]], %[[DW1]], %[[DB1]], %[[DW2]], %[[DB2]]
 func.func @expert_grad_example(%dy: tensor<?x16xf32>, %r: tensor<?x16xf32>, %o: tensor<5xi32>,
                                %h: tensor<?x32xf32>, %w1: tensor<4x32x16xf32>,
-                               %w2: tensor<4x16x32xf32>) {
+                               %w2: tensor<4x16x32xf32>)
+    -> (tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x32xf32>, tensor<4x16x32xf32>,
+        tensor<4x16xf32>) {
   %dr, %dw1, %db1, %dw2, %db2 = fmoe.expert_grad %dy, %r, %o, %h fc1 %w1 fc2 %w2
-      {activation = #fmoe<activation gelu>, fc1_bias, fc2_bias,
-       resultSegmentSizes = array<i32: 1, 1, 1, 0, 1, 1>}
-      : (tensor<?x16xf32>, tensor<?x16xf32>, tensor<5xi32>, tensor<?x32xf32>,
-         tensor<4x32x16xf32>, tensor<4x16x32xf32>)
-      -> (tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x32xf32>,
-          tensor<4x16x32xf32>, tensor<4x16xf32>)
-  return
+      {activation = #fmoe<activation gelu>}
+      : tensor<?x16xf32>, tensor<?x16xf32>, tensor<5xi32>, tensor<?x32xf32>,
+        tensor<4x32x16xf32>, tensor<4x16x32xf32>
+      -> tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>
+         fc1_bias tensor<4x32xf32> fc2_bias tensor<4x16xf32>
+  return %dr, %dw1, %db1, %dw2, %db2
+      : tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x32xf32>, tensor<4x16x32xf32>,
+        tensor<4x16xf32>
 }
 
 // No bias: only grad_rows and the two weight gradients.
@@ -673,21 +674,21 @@ func.func @expert_grad_example(%dy: tensor<?x16xf32>, %r: tensor<?x16xf32>, %o: 
 // CHECK-SAME:    %[[W1:[^:]+]]: tensor<4x32x16xf32>
 // CHECK-SAME:    %[[W2:[^:]+]]: tensor<4x16x32xf32>
 // CHECK:         fmoe.expert_grad %[[DY]], %[[R]], %[[O]], %[[H]] fc1 %[[W1]] fc2 %[[W2]]
-// CHECK-SAME:      {activation = #fmoe<activation relu>, resultSegmentSizes = array<i32: 1, 1, 0, 0, 1, 0>}
-// CHECK-SAME:      : (tensor<?x16xf32>, tensor<?x16xf32>, tensor<5xi32>, tensor<?x32xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>) -> (tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>)
+// CHECK-SAME:      {activation = #fmoe<activation relu>}
+// CHECK-SAME:      : tensor<?x16xf32>, tensor<?x16xf32>, tensor<5xi32>, tensor<?x32xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32> -> tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>{{$}}
 func.func @expert_grad_no_bias(%dy: tensor<?x16xf32>, %r: tensor<?x16xf32>, %o: tensor<5xi32>,
                                %h: tensor<?x32xf32>, %w1: tensor<4x32x16xf32>,
                                %w2: tensor<4x16x32xf32>) {
   %dr, %dw1, %dw2 = fmoe.expert_grad %dy, %r, %o, %h fc1 %w1 fc2 %w2
-      {activation = #fmoe<activation relu>, resultSegmentSizes = array<i32: 1, 1, 0, 0, 1, 0>}
-      : (tensor<?x16xf32>, tensor<?x16xf32>, tensor<5xi32>, tensor<?x32xf32>,
-         tensor<4x32x16xf32>, tensor<4x16x32xf32>)
-      -> (tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>)
+      {activation = #fmoe<activation relu>}
+      : tensor<?x16xf32>, tensor<?x16xf32>, tensor<5xi32>, tensor<?x32xf32>,
+        tensor<4x32x16xf32>, tensor<4x16x32xf32>
+      -> tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>
   return
 }
 
 // swiglu in bf16: the up projection gives grad_up_weight and h is [R, 2H];
-// fc1 bias only.
+// fc1 bias only. In the type list the grad_up_weight type follows `up`.
 // CHECK-LABEL: func.func @expert_grad_swiglu_bf16
 // CHECK-SAME:    %[[DY:[^:]+]]: tensor<?x16xbf16>
 // CHECK-SAME:    %[[R:[^:]+]]: tensor<?x16xbf16>
@@ -697,18 +698,17 @@ func.func @expert_grad_no_bias(%dy: tensor<?x16xf32>, %r: tensor<?x16xf32>, %o: 
 // CHECK-SAME:    %[[WU:[^:]+]]: tensor<4x32x16xbf16>
 // CHECK-SAME:    %[[W2:[^:]+]]: tensor<4x16x32xbf16>
 // CHECK:         fmoe.expert_grad %[[DY]], %[[R]], %[[O]], %[[H]] fc1 %[[W1]] up %[[WU]] fc2 %[[W2]]
-// CHECK-SAME:      {activation = #fmoe<activation swiglu>, fc1_bias, resultSegmentSizes = array<i32: 1, 1, 1, 1, 1, 0>}
-// CHECK-SAME:      : (tensor<?x16xbf16>, tensor<?x16xbf16>, tensor<5xi32>, tensor<?x64xbf16>, tensor<4x32x16xbf16>, tensor<4x32x16xbf16>, tensor<4x16x32xbf16>) -> (tensor<?x16xbf16>, tensor<4x32x16xbf16>, tensor<4x32xbf16>, tensor<4x32x16xbf16>, tensor<4x16x32xbf16>)
+// CHECK-SAME:      {activation = #fmoe<activation swiglu>}
+// CHECK-SAME:      : tensor<?x16xbf16>, tensor<?x16xbf16>, tensor<5xi32>, tensor<?x64xbf16>, tensor<4x32x16xbf16>, tensor<4x32x16xbf16>, tensor<4x16x32xbf16> -> tensor<?x16xbf16>, tensor<4x32x16xbf16>, tensor<4x16x32xbf16> fc1_bias tensor<4x32xbf16> up tensor<4x32x16xbf16>{{$}}
 func.func @expert_grad_swiglu_bf16(%dy: tensor<?x16xbf16>, %r: tensor<?x16xbf16>, %o: tensor<5xi32>,
                                    %h: tensor<?x64xbf16>, %w1: tensor<4x32x16xbf16>,
                                    %wu: tensor<4x32x16xbf16>, %w2: tensor<4x16x32xbf16>) {
   %dr, %dw1, %db1, %dwu, %dw2 = fmoe.expert_grad %dy, %r, %o, %h fc1 %w1 up %wu fc2 %w2
-      {activation = #fmoe<activation swiglu>, fc1_bias,
-       resultSegmentSizes = array<i32: 1, 1, 1, 1, 1, 0>}
-      : (tensor<?x16xbf16>, tensor<?x16xbf16>, tensor<5xi32>, tensor<?x64xbf16>,
-         tensor<4x32x16xbf16>, tensor<4x32x16xbf16>, tensor<4x16x32xbf16>)
-      -> (tensor<?x16xbf16>, tensor<4x32x16xbf16>, tensor<4x32xbf16>, tensor<4x32x16xbf16>,
-          tensor<4x16x32xbf16>)
+      {activation = #fmoe<activation swiglu>}
+      : tensor<?x16xbf16>, tensor<?x16xbf16>, tensor<5xi32>, tensor<?x64xbf16>,
+        tensor<4x32x16xbf16>, tensor<4x32x16xbf16>, tensor<4x16x32xbf16>
+      -> tensor<?x16xbf16>, tensor<4x32x16xbf16>, tensor<4x16x32xbf16>
+         fc1_bias tensor<4x32xbf16> up tensor<4x32x16xbf16>
   return
 }
 
@@ -722,18 +722,17 @@ func.func @expert_grad_swiglu_bf16(%dy: tensor<?x16xbf16>, %r: tensor<?x16xbf16>
 // CHECK-SAME:    %[[WU:[^:]+]]: tensor<2x32x16xf16>
 // CHECK-SAME:    %[[W2:[^:]+]]: tensor<2x16x32xf16>
 // CHECK:         fmoe.expert_grad %[[DY]], %[[R]], %[[O]], %[[H]] fc1 %[[W1]] up %[[WU]] fc2 %[[W2]]
-// CHECK-SAME:      {activation = #fmoe<activation geglu>, fc2_bias, resultSegmentSizes = array<i32: 1, 1, 0, 1, 1, 1>}
-// CHECK-SAME:      : (tensor<?x16xf16>, tensor<?x16xf16>, tensor<5xi32>, tensor<?x64xf16>, tensor<2x32x16xf16>, tensor<2x32x16xf16>, tensor<2x16x32xf16>) -> (tensor<?x16xf16>, tensor<2x32x16xf16>, tensor<2x32x16xf16>, tensor<2x16x32xf16>, tensor<2x16xf16>)
+// CHECK-SAME:      {activation = #fmoe<activation geglu>}
+// CHECK-SAME:      : tensor<?x16xf16>, tensor<?x16xf16>, tensor<5xi32>, tensor<?x64xf16>, tensor<2x32x16xf16>, tensor<2x32x16xf16>, tensor<2x16x32xf16> -> tensor<?x16xf16>, tensor<2x32x16xf16>, tensor<2x16x32xf16> up tensor<2x32x16xf16> fc2_bias tensor<2x16xf16>{{$}}
 func.func @expert_grad_geglu_f16(%dy: tensor<?x16xf16>, %r: tensor<?x16xf16>, %o: tensor<5xi32>,
                                  %h: tensor<?x64xf16>, %w1: tensor<2x32x16xf16>,
                                  %wu: tensor<2x32x16xf16>, %w2: tensor<2x16x32xf16>) {
   %dr, %dw1, %dwu, %dw2, %db2 = fmoe.expert_grad %dy, %r, %o, %h fc1 %w1 up %wu fc2 %w2
-      {activation = #fmoe<activation geglu>, fc2_bias,
-       resultSegmentSizes = array<i32: 1, 1, 0, 1, 1, 1>}
-      : (tensor<?x16xf16>, tensor<?x16xf16>, tensor<5xi32>, tensor<?x64xf16>,
-         tensor<2x32x16xf16>, tensor<2x32x16xf16>, tensor<2x16x32xf16>)
-      -> (tensor<?x16xf16>, tensor<2x32x16xf16>, tensor<2x32x16xf16>, tensor<2x16x32xf16>,
-          tensor<2x16xf16>)
+      {activation = #fmoe<activation geglu>}
+      : tensor<?x16xf16>, tensor<?x16xf16>, tensor<5xi32>, tensor<?x64xf16>,
+        tensor<2x32x16xf16>, tensor<2x32x16xf16>, tensor<2x16x32xf16>
+      -> tensor<?x16xf16>, tensor<2x32x16xf16>, tensor<2x16x32xf16>
+         up tensor<2x32x16xf16> fc2_bias tensor<2x16xf16>
   return
 }
 
@@ -897,10 +896,10 @@ func.func @staged_layer(%x: tensor<?x16xf32>, %wg: tensor<4x16xf32>, %bg: tensor
       : (tensor<?x16xf32>, tensor<?x16xf32>, tensor<?x2xi32>, tensor<?x2xf32>)
       -> (tensor<?x16xf32>, tensor<?x2xf32>)
   %dr, %dw1, %dw2 = fmoe.expert_grad %dy, %r, %o, %h fc1 %w1 fc2 %w2
-      {activation = #fmoe<activation gelu>, resultSegmentSizes = array<i32: 1, 1, 0, 0, 1, 0>}
-      : (tensor<?x16xf32>, tensor<?x16xf32>, tensor<5xi32>, tensor<?x32xf32>,
-         tensor<4x32x16xf32>, tensor<4x16x32xf32>)
-      -> (tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>)
+      {activation = #fmoe<activation gelu>}
+      : tensor<?x16xf32>, tensor<?x16xf32>, tensor<5xi32>, tensor<?x32xf32>,
+        tensor<4x32x16xf32>, tensor<4x16x32xf32>
+      -> tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>
   %dxe = fmoe.gather_grad %dr, %p : (tensor<?x16xf32>, tensor<?x2xi32>) -> tensor<?x16xf32>
   %dl = fmoe.route_grad %ds, %l, %i, %s {gate = #fmoe<gate softmax_topk>}
       : (tensor<?x2xf32>, tensor<?x4xf32>, tensor<?x2xi32>, tensor<?x2xf32>) -> tensor<?x4xf32>

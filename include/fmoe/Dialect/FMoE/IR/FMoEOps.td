@@ -362,34 +362,39 @@ def FMoE_ExpertGradOp : FMoE_Op<"expert_grad", [Pure, AttrSizedResultSegments]> 
   let description = [{
     From `grad_y: [R, D]`, the forward's `rows`, `offsets` and
     pre-activations `h`: `grad_rows: [R, D]` and the gradient of every weight
-    and bias (bias gradients only where the forward had the bias), as grouped
-    GEMMs over the same groups.
+    and bias (bias gradients only where the forward had the bias: the
+    optional results are named in the type list), as grouped GEMMs over the
+    same groups.
 
     Example:
 
     ```mlir
     %dr, %dw1, %db1, %dw2, %db2 = fmoe.expert_grad %dy, %r, %o, %h fc1 %w1 fc2 %w2
-        {activation = #fmoe<activation gelu>, fc1_bias, fc2_bias}
-        : (tensor<?x16xf32>, tensor<?x16xf32>, tensor<5xi32>, tensor<?x32xf32>,
-           tensor<4x32x16xf32>, tensor<4x16x32xf32>)
-        -> (tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x32xf32>,
-            tensor<4x16x32xf32>, tensor<4x16xf32>)
+        {activation = #fmoe<activation gelu>}
+        : tensor<?x16xf32>, tensor<?x16xf32>, tensor<5xi32>, tensor<?x32xf32>,
+          tensor<4x32x16xf32>, tensor<4x16x32xf32>
+        -> tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>
+           fc1_bias tensor<4x32xf32> fc2_bias tensor<4x16xf32>
     ```
   }];
   let arguments = (ins AnyRankedTensor:$grad_y, AnyRankedTensor:$rows,
                        AnyRankedTensor:$offsets, AnyRankedTensor:$h,
                        AnyRankedTensor:$fc1_weight, Optional<AnyRankedTensor>:$up_weight,
                        AnyRankedTensor:$fc2_weight,
-                       FMoE_ActivationAttr:$activation, UnitAttr:$fc1_bias,
-                       UnitAttr:$fc2_bias);
+                       FMoE_ActivationAttr:$activation);
   let results = (outs AnyRankedTensor:$grad_rows, AnyRankedTensor:$grad_fc1_weight,
                       Optional<AnyRankedTensor>:$grad_fc1_bias,
                       Optional<AnyRankedTensor>:$grad_up_weight,
                       AnyRankedTensor:$grad_fc2_weight,
                       Optional<AnyRankedTensor>:$grad_fc2_bias);
+  // The optional results are named in the type list, so the parser knows
+  // which ones are present.
   let assemblyFormat = [{
     $grad_y `,` $rows `,` $offsets `,` $h `fc1` $fc1_weight (`up` $up_weight^)?
-    `fc2` $fc2_weight attr-dict `:` functional-type(operands, results)
+    `fc2` $fc2_weight attr-dict `:` type(operands) `->` type($grad_rows) `,`
+    type($grad_fc1_weight) `,` type($grad_fc2_weight)
+    (`fc1_bias` type($grad_fc1_bias)^)? (`up` type($grad_up_weight)^)?
+    (`fc2_bias` type($grad_fc2_bias)^)?
   }];
   let hasVerifier = 1;
 }

@@ -1,0 +1,118 @@
+//===- Runtime.h - load and execute compiled fmoe modules -------*- C++ -*-===//
+//
+// Part of fmoe. No MLIR and no PyTorch here: the runtime loads the module file
+// written by fmoe-compile (fmoe/Support/ModuleFormat.h), checks it, and runs
+// its programs on a Backend (CPU reference kernels, or CUDA).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef FMOE_RUNTIME_RUNTIME_H
+#define FMOE_RUNTIME_RUNTIME_H
+
+#include "fmoe/Support/ModuleFormat.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace fmoe::runtime {
+
+/// Every runtime failure: a bad module, a bad argument, a failed CUDA call.
+class Error : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class DType { F32, BF16, F16, I32 };
+DType parseDType(std::string_view name);
+std::string_view dtypeName(DType t);
+size_t dtypeSize(DType t);
+
+/// A flat buffer the runtime reads or writes (owned by the caller or by the
+/// executor).
+struct BufferRef {
+  void *data = nullptr;
+  int64_t numel = 0;
+  DType dtype = DType::F32;
+  int64_t rows = 0; ///< rows x cols = numel, from the module's description
+  int64_t cols = 1;
+  /// This argument is the token count T (`numel` holds it), not a buffer.
+  bool isTokens = false;
+};
+
+/// A loaded and validated compiled module.
+class CompiledModule {
+public:
+  /// Reads and validates `path`; throws Error with the reason otherwise.
+  static std::shared_ptr<CompiledModule> load(const std::string &path);
+  /// Validates the bytes of a module; `origin` names it in errors.
+  static std::shared_ptr<CompiledModule> fromBytes(std::string_view bytes,
+                                                   const std::string &origin);
+
+  const format::Module &module() const { return mod; }
+  const std::string &origin() const { return name; }
+  /// The program of that kind ("forward" or "backward"); throws if absent.
+  const format::Program &program(std::string_view kind) const;
+  bool hasProgram(std::string_view kind) const;
+  /// A configuration value of the (single) layer, e.g. "num_experts".
+  std::string config(std::string_view key) const;
+  int64_t configInt(std::string_view key) const;
+
+private:
+  format::Module mod;
+  std::string name;
+};
+
+/// Where commands run. A backend owns its memory and its execution stream.
+class Backend {
+public:
+  virtual ~Backend();
+  virtual std::string_view name() const = 0;
+  virtual void *allocate(size_t bytes) = 0;
+  virtual void deallocate(void *ptr) = 0;
+  /// Runs one command on buffers bound in the command's argument order.
+  /// `tokens` is T.
+  virtual void run(const format::Module &module, const format::Command &cmd,
+                   const std::vector<BufferRef> &args, int64_t tokens) = 0;
+};
+
+/// The element count of buffer `b` for `tokens` tokens.
+int64_t bufferNumel(const format::Buffer &b, int64_t tokens);
+
+/// Runs `program` with caller-owned inputs and outputs (in the program's
+/// buffer order: inputs first, then outputs). Temporaries are allocated on
+/// the backend and freed after their last use. Checks every argument's
+/// dtype and size and throws Error naming the expected and the actual.
+void execute(const CompiledModule &module, const format::Program &program,
+             Backend &backend, const std::vector<BufferRef> &inputs,
+             const std::vector<BufferRef> &outputs, int64_t tokens);
+
+/// The CPU backend: a reference implementation of every command. GEMMs go
+/// through `CpuGemm` (row-major, fp32 accumulate): C[m,n] (+)= A[m,k] B
+/// where B is [k,n] (`transB` false) or [n,k] (`transB` true). The default
+/// is a portable loop; the PyTorch extension installs an ATen one.
+struct CpuGemm {
+  using Fn = std::function<void(int64_t m, int64_t n, int64_t k,
+                                const float *a, int64_t lda, const float *b,
+                                int64_t ldb, bool transB, float *c,
+                                int64_t ldc, bool accumulate)>;
+  static void set(Fn fn);
+  static const Fn &get();
+};
+std::unique_ptr<Backend> createCpuBackend();
+
+/// The CUDA backend (PTX through the driver API, grouped GEMMs reading their
+/// group sizes on the device) on `stream` (a CUstream; null = the legacy
+/// default stream). Throws Error when this build has no CUDA support or no
+/// GPU is present.
+std::unique_ptr<Backend> createCudaBackend(int device, void *stream);
+bool cudaBackendAvailable();
+
+} // namespace fmoe::runtime
+
+#endif // FMOE_RUNTIME_RUNTIME_H

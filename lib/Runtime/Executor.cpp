@@ -1,0 +1,102 @@
+//===- Executor.cpp - running a program's commands ------------------------===//
+//
+// Part of fmoe.
+//
+//===----------------------------------------------------------------------===//
+
+#include "fmoe/Runtime/Runtime.h"
+
+namespace fmoe::runtime {
+
+namespace {
+
+/// Frees the executor's temporaries whatever happens.
+struct Temporaries {
+  Backend &backend;
+  std::vector<void *> live;
+  ~Temporaries() {
+    for (void *p : live)
+      if (p)
+        backend.deallocate(p);
+  }
+};
+
+std::string describe(const format::Buffer &b, int64_t numel) {
+  return std::string(b.name) + " (" + b.dtype + ", " + std::to_string(numel) +
+         " elements)";
+}
+
+} // namespace
+
+void execute(const CompiledModule &module, const format::Program &program,
+             Backend &backend, const std::vector<BufferRef> &inputs,
+             const std::vector<BufferRef> &outputs, int64_t tokens) {
+  if (tokens < 0)
+    throw Error("token count must be >= 0, got " + std::to_string(tokens));
+  std::vector<BufferRef> bound(program.buffers.size());
+  size_t nextIn = 0, nextOut = 0;
+  Temporaries temps{backend, std::vector<void *>(program.buffers.size())};
+  for (size_t i = 0; i < program.buffers.size(); ++i) {
+    const format::Buffer &b = program.buffers[i];
+    BufferRef ref;
+    int64_t numel = bufferNumel(b, tokens);
+    if (b.role == "temp") {
+      ref.dtype = parseDType(b.dtype);
+      ref.numel = numel;
+      temps.live[i] = numel ? backend.allocate(numel * dtypeSize(ref.dtype))
+                            : nullptr;
+      ref.data = temps.live[i];
+    } else {
+      const std::vector<BufferRef> &given =
+          b.role == "input" ? inputs : outputs;
+      size_t &next = b.role == "input" ? nextIn : nextOut;
+      if (next >= given.size())
+        throw Error(std::string(program.name) + " program of '" +
+                    module.origin() + "' expects more " + b.role +
+                    "s: missing " + describe(b, numel));
+      ref = given[next++];
+      if (ref.dtype != parseDType(b.dtype) || ref.numel != numel)
+        throw Error(std::string(program.name) + " program of '" +
+                    module.origin() + "': " + b.role + " " + b.name +
+                    " should be " + describe(b, numel) + ", got " +
+                    std::string(dtypeName(ref.dtype)) + " with " +
+                    std::to_string(ref.numel) + " elements");
+      if (numel && !ref.data)
+        throw Error(std::string(program.name) + ": " + b.role + " " + b.name +
+                    " has no data");
+    }
+    ref.rows = b.rows.eval(tokens);
+    ref.cols = b.cols;
+    bound[i] = ref;
+  }
+  if (nextIn != inputs.size() || nextOut != outputs.size())
+    throw Error(std::string(program.name) + " program of '" + module.origin() +
+                "' takes " + std::to_string(nextIn) + " inputs and " +
+                std::to_string(nextOut) + " outputs, got " +
+                std::to_string(inputs.size()) + " and " +
+                std::to_string(outputs.size()));
+
+  std::vector<BufferRef> args;
+  for (const format::Command &cmd : program.commands) {
+    args.clear();
+    for (const format::Operand &o : cmd.args) {
+      if (o.buffer == format::Operand::kTokens) {
+        BufferRef t;
+        t.isTokens = true;
+        t.numel = tokens;
+        args.push_back(t);
+      } else {
+        args.push_back(bound[o.buffer]);
+      }
+    }
+    backend.run(module.module(), cmd, args, tokens);
+    for (int64_t r : cmd.release) {
+      if (temps.live[r]) {
+        backend.deallocate(temps.live[r]);
+        temps.live[r] = nullptr;
+      }
+    }
+  }
+}
+
+} // namespace fmoe::runtime

@@ -1,0 +1,121 @@
+//===- Module.cpp - loading and validating compiled modules ---------------===//
+//
+// Part of fmoe.
+//
+//===----------------------------------------------------------------------===//
+
+#include "fmoe/Runtime/Runtime.h"
+
+#include <fstream>
+#include <sstream>
+
+namespace fmoe::runtime {
+
+DType parseDType(std::string_view name) {
+  if (name == "f32")
+    return DType::F32;
+  if (name == "bf16")
+    return DType::BF16;
+  if (name == "f16")
+    return DType::F16;
+  if (name == "i32")
+    return DType::I32;
+  throw Error("unknown element type '" + std::string(name) + "'");
+}
+
+std::string_view dtypeName(DType t) {
+  switch (t) {
+  case DType::F32:
+    return "f32";
+  case DType::BF16:
+    return "bf16";
+  case DType::F16:
+    return "f16";
+  case DType::I32:
+    return "i32";
+  }
+  return "?";
+}
+
+size_t dtypeSize(DType t) {
+  return t == DType::BF16 || t == DType::F16 ? 2 : 4;
+}
+
+int64_t bufferNumel(const format::Buffer &b, int64_t tokens) {
+  return b.rows.eval(tokens) * b.cols;
+}
+
+Backend::~Backend() = default;
+
+std::shared_ptr<CompiledModule> CompiledModule::load(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw Error("cannot open compiled module '" + path + "'");
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  return fromBytes(bytes.str(), path);
+}
+
+std::shared_ptr<CompiledModule>
+CompiledModule::fromBytes(std::string_view bytes, const std::string &origin) {
+  auto m = std::make_shared<CompiledModule>();
+  std::string error;
+  if (!format::parse(bytes, m->mod, error))
+    throw Error("refusing compiled module '" + origin + "': " + error);
+  m->name = origin;
+  // Semantic checks beyond the syntax: what the executor relies on.
+  for (const format::Program &p : m->mod.programs) {
+    for (const format::Buffer &b : p.buffers)
+      parseDType(b.dtype);
+    for (const format::Command &c : p.commands) {
+      if (c.kind == "launch" && (c.block <= 0 || c.grid.divisor <= 0))
+        throw Error("refusing compiled module '" + origin + "': launch of " +
+                    c.target + " has no launch dimensions");
+      if (c.op.empty())
+        throw Error("refusing compiled module '" + origin + "': command " +
+                    c.target + " names no operation");
+    }
+  }
+  if (!m->hasProgram("forward"))
+    throw Error("refusing compiled module '" + origin +
+                "': it has no forward program");
+  return m;
+}
+
+bool CompiledModule::hasProgram(std::string_view kind) const {
+  for (const format::Program &p : mod.programs)
+    if (p.name == kind)
+      return true;
+  return false;
+}
+
+const format::Program &CompiledModule::program(std::string_view kind) const {
+  for (const format::Program &p : mod.programs)
+    if (p.name == kind)
+      return p;
+  throw Error("compiled module '" + name + "' has no " + std::string(kind) +
+              " program");
+}
+
+std::string CompiledModule::config(std::string_view key) const {
+  for (const auto &[k, v] : mod.config) {
+    size_t dot = k.rfind('.');
+    if (std::string_view(k).substr(dot == std::string::npos ? 0 : dot + 1) ==
+        key)
+      return v;
+  }
+  throw Error("compiled module '" + name + "' has no configuration '" +
+              std::string(key) + "'");
+}
+
+int64_t CompiledModule::configInt(std::string_view key) const {
+  std::string v = config(key);
+  try {
+    return std::stoll(v);
+  } catch (const std::exception &) {
+    throw Error("configuration '" + std::string(key) + "' of '" + name +
+                "' is not an integer: " + v);
+  }
+}
+
+} // namespace fmoe::runtime

@@ -1,0 +1,29 @@
+r"""fmoe: a compiler and runtime for Mixture-of-Experts layers with FastMoE's Python API.
+
+The layers (:class:`FMoE`, :class:`FMoETransformerMLP`, :class:`FMoELinear`)
+and the gates run uncompiled in plain PyTorch; ``fmoe.compile`` replaces them
+by compiled layers that share their parameters.
+"""
+
+from . import gates
+from .gates import BaseGate, NaiveGate, SigmoidGate, SoftmaxTopKGate
+from .layers import FMoE, FMoELinear, FMoETransformerMLP, mark_module_parallel_comm
+
+__all__ = [
+    "gates",
+    "BaseGate",
+    "NaiveGate",
+    "SoftmaxTopKGate",
+    "SigmoidGate",
+    "FMoE",
+    "FMoELinear",
+    "FMoETransformerMLP",
+    "mark_module_parallel_comm",
+]
+
+# ---------------------------------------------------------------------------
+# fmoe.compile and the runtime op are added below by the compiler/runtime work
+# (python/fmoe/compile.py, python/fmoe/_ops.py), e.g.:
+#     from .compile import compile
+#     __all__.append("compile")
+# ---------------------------------------------------------------------------

@@ -1,0 +1,103 @@
+"""The compiled layer's operator: loading ``torch.ops.fmoe``, autograd and
+shape propagation.
+
+``torch.ops.fmoe.run(handle, program, tokens, inputs)`` runs one program of a
+compiled module (see ``python/csrc/fmoe_ops.cpp``). This file wraps the
+forward and backward programs into one autograd function and registers a
+fake kernel so that shape propagation and ``torch.compile`` tracing work
+without running anything.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+
+_PACKAGE = Path(__file__).resolve().parent
+_REPO_BUILD = _PACKAGE.parent.parent / "build"
+
+
+def _library_candidates() -> List[Path]:
+    env = os.environ.get("FMOE_OPS_LIBRARY")
+    found = [Path(env)] if env else []
+    build = Path(os.environ.get("FMOE_BUILD_DIR", _REPO_BUILD))
+    found += [_PACKAGE / "lib" / "libfmoe_ops.so", build / "lib" / "libfmoe_ops.so"]
+    return found
+
+
+_loaded: Optional[Path] = None
+
+
+def load_library() -> Path:
+    """Loads the custom-op library once; raises with the paths it tried."""
+    global _loaded
+    if _loaded is not None:
+        return _loaded
+    tried = _library_candidates()
+    for path in tried:
+        if path.is_file():
+            torch.ops.load_library(str(path))
+            _loaded = path
+            _register_fake()
+            return path
+    raise RuntimeError(
+        "fmoe: the runtime library (libfmoe_ops.so) is not built; looked in: "
+        + ", ".join(str(p) for p in tried)
+        + ". Build it with `bash scripts/build.sh` or install the package with `pip install .`"
+    )
+
+
+def _register_fake() -> None:
+    @torch.library.register_fake("fmoe::run")
+    def _run_fake(handle: int, program: str, tokens: int, inputs: Sequence[torch.Tensor]):
+        sizes = torch.ops.fmoe.output_sizes(handle, program, tokens)
+        dtypes = _output_dtypes(handle, program)
+        device = inputs[0].device
+        return [torch.empty(n, dtype=d, device=device) for n, d in zip(sizes, dtypes)]
+
+
+_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16, "i32": torch.int32}
+_output_dtype_cache: dict = {}
+
+
+def _output_dtypes(handle: int, program: str) -> List[torch.dtype]:
+    key = (handle, program)
+    if key not in _output_dtype_cache:
+        from .compile import _module_by_handle
+
+        _output_dtype_cache[key] = [
+            _DTYPES[b.dtype] for b in _module_by_handle(handle).programs[program] if b.role == "output"
+        ]
+    return _output_dtype_cache[key]
+
+
+class LayerFunction(torch.autograd.Function):
+    """Forward and backward of one compiled MoE layer on ``[T, d_model]`` rows.
+
+    Inputs: the module handle, the layer shape (d_model), the rows and the
+    weights in the module's operand order. The forward program returns the
+    output and the values the backward program reads; those are saved.
+    """
+
+    @staticmethod
+    def forward(ctx, handle: int, d_model: int, x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
+        tokens = x.shape[0]
+        outs = torch.ops.fmoe.run(handle, "forward", tokens, [x, *weights])
+        ctx.handle = handle
+        ctx.tokens = tokens
+        ctx.save_for_backward(x, *weights, *outs[1:])
+        ctx.num_weights = len(weights)
+        return outs[0].view(tokens, d_model)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        saved = ctx.saved_tensors
+        x, weights, rest = saved[0], saved[1 : 1 + ctx.num_weights], saved[1 + ctx.num_weights :]
+        grads = torch.ops.fmoe.run(
+            ctx.handle, "backward", ctx.tokens, [grad_out.contiguous(), x, *weights, *rest]
+        )
+        shaped = [g.view(t.shape) for g, t in zip(grads, (x, *weights))]
+        return (None, None, *shaped)

@@ -1,0 +1,298 @@
+"""``fmoe.compile``: compile every MoE layer of a model.
+
+Each supported layer (a :class:`fmoe.FMoETransformerMLP`) becomes one
+``fmoe.moe`` op in MLIR text, which ``fmoe-compile`` (the compiler's CLI)
+turns into a compiled module. Modules are cached under ``$FMOE_CACHE_DIR``
+(default ``~/.cache/fmoe``) by a hash of the IR, the options, the compiler
+version and the target, so a machine without the compiler (the runtime-only
+GPU node) can load modules compiled elsewhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from . import _ops
+
+__all__ = ["compile", "CompileError", "cache_dir", "emit_mlir"]
+
+#: Bumped with every change that alters the compiled modules.
+COMPILER_ABI = "fmoe-1"
+
+_DTYPE_NAMES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
+
+
+class CompileError(RuntimeError):
+    """A layer could not be compiled, or its compiled module not loaded."""
+
+
+def cache_dir() -> Path:
+    """Where compiled modules are kept: ``$FMOE_CACHE_DIR`` or ``~/.cache/fmoe``."""
+    return Path(os.environ.get("FMOE_CACHE_DIR", Path.home() / ".cache" / "fmoe"))
+
+
+def _compiler() -> Optional[Path]:
+    """The ``fmoe-compile`` executable, or None on a runtime-only install."""
+    env = os.environ.get("FMOE_COMPILER")
+    candidates = [Path(env)] if env else []
+    package = Path(__file__).resolve().parent
+    build = Path(os.environ.get("FMOE_BUILD_DIR", package.parent.parent / "build"))
+    candidates += [package / "bin" / "fmoe-compile", build / "bin" / "fmoe-compile"]
+    which = shutil.which("fmoe-compile")
+    if which:
+        candidates.append(Path(which))
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def emit_mlir(cfg: Dict[str, Any], name: str = "layer") -> str:
+    """The layer described by ``cfg`` (``FMoE.moe_config()``) as an ``fmoe.moe`` op."""
+    dtype = _DTYPE_NAMES.get(cfg["dtype"])
+    if dtype is None:
+        raise CompileError(f"{name}: dtype {cfg['dtype']} is not supported (f32, bf16, f16)")
+    params: Dict[str, nn.Parameter] = cfg["params"]
+    args, types, operands = [], [], []
+    keyword = {
+        "gate_weight": "gate", "gate_bias": "bias", "fc1_weight": "fc1", "fc1_bias": "bias",
+        "up_weight": "up", "fc2_weight": "fc2", "fc2_bias": "bias",
+    }
+    d = cfg["d_model"]
+    x_type = f"tensor<?x{d}x{dtype}>"
+    for pname, p in params.items():
+        ty = "tensor<" + "x".join(str(s) for s in p.shape) + f"x{dtype}>"
+        args.append(f"%{pname}: {ty}")
+        types.append(ty)
+        operands.append(f"{keyword[pname]} %{pname}")
+    attrs = [
+        f"activation = #fmoe<activation {cfg['activation']}>",
+        f"gate = #fmoe<gate {cfg['gate_kind']}>",
+        f"num_experts = {cfg['num_experts']} : i64",
+        f"top_k = {cfg['top_k']} : i64",
+        f"world_size = {cfg['world_size']} : i64",
+    ]
+    if cfg.get("renormalize"):
+        attrs.append("renormalize")
+    if cfg.get("capacity_factor") is not None:
+        attrs.append(f"capacity_factor = {float(cfg['capacity_factor'])!r}")
+    return (
+        f"func.func @{name}(%input: {x_type}, {', '.join(args)}) -> {x_type} {{\n"
+        f"  %y = fmoe.moe %input {' '.join(operands)}\n"
+        f"      {{{', '.join(attrs)}}}\n"
+        f"      : ({x_type}, {', '.join(types)}) -> {x_type}\n"
+        f"  return %y : {x_type}\n"
+        "}\n"
+    )
+
+
+@dataclass
+class _Buffer:
+    name: str
+    dtype: str
+    role: str
+
+
+@dataclass
+class _ModuleInfo:
+    """What Python needs to know of a module file (the C++ runtime validates it)."""
+
+    path: Path
+    handle: int
+    programs: Dict[str, List[_Buffer]] = field(default_factory=dict)
+
+
+_modules: Dict[int, _ModuleInfo] = {}
+
+
+def _module_by_handle(handle: int) -> _ModuleInfo:
+    return _modules[handle]
+
+
+def _load(path: Path) -> _ModuleInfo:
+    _ops.load_library()
+    try:
+        handle = torch.ops.fmoe.load(str(path))
+    except RuntimeError as e:
+        raise CompileError(
+            f"{e}\nThe cached module {path} cannot be used: delete it, or call "
+            "fmoe.compile(..., recompile=True) to compile it again."
+        ) from None
+    info = _ModuleInfo(path, handle)
+    current = None
+    with open(path, "rb") as f:
+        for raw in f:
+            if raw.startswith(b"ptx "):
+                break
+            words = raw.decode("utf-8", "replace").split()
+            if words[:1] == ["program"]:
+                current = info.programs.setdefault(words[1], [])
+            elif words[:1] == ["buffer"] and current is not None:
+                current.append(_Buffer(words[1], words[2], words[3]))
+    _modules[handle] = info
+    return info
+
+
+def _compile_ir(ir: str, name: str, options: Dict[str, Any], recompile: bool) -> _ModuleInfo:
+    compiler = _compiler()
+    version = ""
+    if compiler is not None:
+        version = subprocess.run([str(compiler), "--version"], capture_output=True, text=True).stdout
+    # Modules made by a runtime-only install cannot include the compiler's
+    # version string, so the key uses the ABI tag, which both sides know.
+    key_text = "\n".join([COMPILER_ABI, repr(sorted(options.items())), ir])
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
+    directory = cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{name}-{key}.fmoe"
+    source = directory / f"{name}-{key}.mlir"
+    if not source.exists():
+        source.write_text(ir)
+    if recompile or not target.exists():
+        if compiler is None:
+            raise CompileError(
+                f"{name}: no compiled module in the cache ({target}) and no fmoe compiler on this "
+                "machine (runtime-only install). Compile it ahead of time on a machine with the "
+                f"compiler:\n  fmoe-compile {source.name} -o {target.name}"
+                + "".join(f" --{k}={v}" for k, v in sorted(options.items()))
+                + f"\nand copy {target.name} into {directory} here (the IR was written to {source})."
+            )
+        cmd = [str(compiler), str(source), "-o", str(target) + ".tmp"]
+        cmd += [f"--{k}={v}" for k, v in sorted(options.items())]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise CompileError(f"{name}: fmoe-compile failed:\n{done.stderr.strip()}")
+        os.replace(str(target) + ".tmp", target)
+    del version
+    return _load(target)
+
+
+class CompiledMoE:
+    """Mixin placed in front of an MoE layer's class by :func:`compile`.
+
+    The layer keeps its parameters (the very same ``nn.Parameter`` objects as
+    the original layer) and runs its forward and backward through the
+    compiled module.
+    """
+
+    _fmoe_modules: Dict[torch.dtype, _ModuleInfo]
+    _fmoe_options: Dict[str, Any]
+    _fmoe_name: str
+
+    def _fmoe_module_for(self, dtype: torch.dtype) -> _ModuleInfo:
+        info = self._fmoe_modules.get(dtype)
+        if info is None:
+            cfg = self.moe_config()
+            info = _compile_ir(emit_mlir(cfg, self._fmoe_name), self._fmoe_name, self._fmoe_options, False)
+            self._fmoe_modules[dtype] = info
+        return info
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """``inp: [..., d_model]`` in the layer's dtype and device → same shape."""
+        cfg = self.moe_config()
+        d = cfg["d_model"]
+        params = list(cfg["params"].values())
+        if not isinstance(inp, torch.Tensor):
+            raise TypeError(f"{self._fmoe_name}: expected a tensor input, got {type(inp).__name__}")
+        if inp.dim() == 0 or inp.shape[-1] != d:
+            raise ValueError(
+                f"{self._fmoe_name}: expected input of shape [..., {d}] (d_model), got {list(inp.shape)}"
+            )
+        if inp.dtype != params[0].dtype:
+            raise TypeError(
+                f"{self._fmoe_name}: expected input dtype {params[0].dtype} (the layer's), got {inp.dtype}"
+            )
+        if inp.device != params[0].device:
+            raise ValueError(
+                f"{self._fmoe_name}: input is on {inp.device} but the layer's parameters are on "
+                f"{params[0].device}"
+            )
+        info = self._fmoe_module_for(inp.dtype)
+        rows = inp.reshape(-1, d)
+        out = _ops.LayerFunction.apply(info.handle, d, rows, *params)
+        return out.reshape(inp.shape)
+
+
+_compiled_classes: Dict[type, type] = {}
+
+
+def _compiled_class(cls: type) -> type:
+    if cls not in _compiled_classes:
+        _compiled_classes[cls] = type(f"Compiled{cls.__name__}", (CompiledMoE, cls), {})
+    return _compiled_classes[cls]
+
+
+def _is_moe_layer(m: nn.Module) -> bool:
+    return hasattr(m, "moe_config") and not isinstance(m, CompiledMoE)
+
+
+def _compile_layer(layer: nn.Module, name: str, options: Dict[str, Any], recompile: bool) -> nn.Module:
+    try:
+        cfg = layer.moe_config()
+    except ValueError as e:
+        raise CompileError(f"cannot compile MoE layer '{name}': {e}") from None
+    if cfg.get("gate_hook") is not None:
+        raise CompileError(f"cannot compile MoE layer '{name}': gate_hook is not supported by compiled layers")
+    if cfg["world_size"] != 1:
+        raise CompileError(
+            f"cannot compile MoE layer '{name}': expert parallelism (world_size={cfg['world_size']}) "
+            "is not supported by this runtime yet"
+        )
+    symbol = "moe_" + "".join(c if c.isalnum() else "_" for c in (name or "layer"))
+    compiled = copy.copy(layer)
+    compiled.__class__ = _compiled_class(type(layer))
+    compiled._fmoe_name = symbol
+    compiled._fmoe_options = dict(options)
+    compiled._fmoe_modules = {}
+    compiled._fmoe_modules[cfg["dtype"]] = _compile_ir(emit_mlir(cfg, symbol), symbol, options, recompile)
+    return compiled
+
+
+def _rebuild(module: nn.Module, prefix: str, options: Dict[str, Any], recompile: bool, count: List[int]) -> nn.Module:
+    if _is_moe_layer(module):
+        count[0] += 1
+        return _compile_layer(module, prefix, options, recompile)
+    new = copy.copy(module)
+    new._modules = {}
+    for child_name, child in module._modules.items():
+        full = f"{prefix}.{child_name}" if prefix else child_name
+        new._modules[child_name] = None if child is None else _rebuild(child, full, options, recompile, count)
+    return new
+
+
+def compile(module: nn.Module, *, recompile: bool = False, chip: str = "sm_90", **options: Any) -> nn.Module:
+    """Compile every MoE layer of ``module`` (or ``module`` itself if it is one).
+
+    Returns a new module of the same structure whose MoE layers run through
+    the compiled fmoe runtime. Parameters and buffers are shared with
+    ``module``: an optimizer built on ``module.parameters()`` trains the
+    compiled model, and both see the same values. ``recompile=True`` ignores
+    the cache. Other keyword options go to ``fmoe-compile`` (e.g.
+    ``strategy="round-robin"``).
+
+    Raises:
+        CompileError: a layer cannot be compiled (the message names the layer
+            and the reason), the compiler is missing and the module is not
+            cached, or a cached module is corrupt.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"fmoe.compile expects an nn.Module, got {type(module).__name__}")
+    opts = {"chip": chip, **options}
+    count = [0]
+    compiled = _rebuild(module, "", opts, recompile, count)
+    if count[0] == 0:
+        raise CompileError(
+            f"fmoe.compile found no MoE layer in {type(module).__name__} "
+            "(supported: fmoe.FMoETransformerMLP and subclasses)"
+        )
+    return compiled
