@@ -1,14 +1,35 @@
-"""pytest setup for the Python tests: the package root and the ``gpu`` marker."""
+"""pytest set-up: the `gpu` marker, and the built package on the path."""
 
 import os
 import sys
+from pathlib import Path
 
-_PYTHON_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
-if _PYTHON_ROOT not in sys.path:
-    sys.path.insert(0, _PYTHON_ROOT)
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "gpu: needs a CUDA device (skipped where torch.cuda.is_available() is False)"
-    )
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped where there is none)")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Every test session compiles into its own cache unless told otherwise."""
+    if "FMOE_TEST_CACHE_DIR" in os.environ:
+        monkeypatch.setenv("FMOE_CACHE_DIR", os.environ["FMOE_TEST_CACHE_DIR"])
+    else:
+        monkeypatch.setenv("FMOE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fmoe-cache"))

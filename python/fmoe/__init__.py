@@ -21,9 +21,7 @@ __all__ = [
     "mark_module_parallel_comm",
 ]
 
-# ---------------------------------------------------------------------------
-# fmoe.compile and the runtime op are added below by the compiler/runtime work
-# (python/fmoe/compile.py, python/fmoe/_ops.py), e.g.:
-#     from .compile import compile
-#     __all__.append("compile")
-# ---------------------------------------------------------------------------
+from . import compiler
+from .compiler import CompileError, compile
+
+__all__ += ["compiler", "compile", "CompileError"]

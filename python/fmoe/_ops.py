@@ -66,7 +66,7 @@ _output_dtype_cache: dict = {}
 def _output_dtypes(handle: int, program: str) -> List[torch.dtype]:
     key = (handle, program)
     if key not in _output_dtype_cache:
-        from .compile import _module_by_handle
+        from .compiler import _module_by_handle
 
         _output_dtype_cache[key] = [
             _DTYPES[b.dtype] for b in _module_by_handle(handle).programs[program] if b.role == "output"

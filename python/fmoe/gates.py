@@ -6,8 +6,15 @@ Every gate is an ``nn.Module`` whose ``forward(inp)`` maps ``inp`` of shape
 - ``topk_idx``: ``[B, top_k]`` ``torch.int64``, global expert ids in
   ``[0, num_expert * world_size)``; ``-1`` would mean a dropped slot (none of
   the gates here drops any).
-- ``topk_score``: ``[B, top_k]``, in the dtype of the gate's logits (the gate
-  weight's dtype); the probabilities are computed in fp32 and cast back.
+- ``topk_score``: ``[B, top_k]``, in the input's dtype.
+
+The router runs in fp32 (fp64 if the input or the gate weight is fp64):
+logits, top-k and softmax/sigmoid, whatever the storage dtype, as a fused gate
+kernel that accumulates in fp32 and never rounds the logits does. FastMoE
+computes the logits in the gate weight's dtype; with bf16 weights that rounds
+the logits to bf16, which can change the top-k choice among close experts and
+costs accuracy in the gate gradient. ``return_all_scores`` returns these fp32
+logits.
 
 Slot order and ties: the ``top_k`` experts are chosen with
 ``torch.topk(logits, top_k, sorted=True)`` over the *logits* (softmax and
@@ -128,7 +135,16 @@ class NaiveGate(BaseGate):
                 f"{type(self).__name__}: expected input with last dimension "
                 f"d_model={self.d_model}, got shape {tuple(inp.shape)}"
             )
-        return self.gate(inp)
+        # fp32 router whatever the storage dtype: bf16 logits would perturb
+        # the top-k choice and lose the gate gradient to rounding. Autocast
+        # would undo the upcast.
+        acc = torch.promote_types(
+            torch.promote_types(inp.dtype, self.gate.weight.dtype), torch.float32
+        )
+        weight = self.gate.weight.to(acc)
+        bias = None if self.gate.bias is None else self.gate.bias.to(acc)
+        with torch.autocast(inp.device.type, enabled=False):
+            return F.linear(inp.to(acc), weight, bias)
 
     def _pick(self, logits: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         val, idx = torch.topk(logits, k=self.top_k, dim=-1, largest=True, sorted=True)
@@ -150,7 +166,7 @@ class NaiveGate(BaseGate):
         """
         logits = self._logits(inp)
         val, idx = self._pick(logits)
-        score = F.softmax(val.float(), dim=-1).to(logits.dtype)
+        score = F.softmax(val, dim=-1).to(inp.dtype)
         self._dummy_loss(inp)
         if return_all_scores:
             return idx, score, logits
@@ -182,7 +198,7 @@ class SoftmaxTopKGate(NaiveGate):
         self.renormalize = bool(renormalize)
 
     def _probs(self, logits: torch.Tensor) -> torch.Tensor:
-        return F.softmax(logits.float(), dim=-1)
+        return F.softmax(logits, dim=-1)
 
     def forward(self, inp: torch.Tensor, return_all_scores: bool = False) -> GateOutput:
         r"""Route ``inp`` (``[B, d_model]``); returns as :meth:`NaiveGate.forward`."""
@@ -191,7 +207,7 @@ class SoftmaxTopKGate(NaiveGate):
         score = torch.gather(self._probs(logits), -1, idx)
         if self.renormalize:
             score = score / score.sum(dim=-1, keepdim=True)
-        score = score.to(logits.dtype)
+        score = score.to(inp.dtype)
         self._dummy_loss(inp)
         if return_all_scores:
             return idx, score, logits
@@ -210,4 +226,4 @@ class SigmoidGate(SoftmaxTopKGate):
     fmoe_gate_kind: ClassVar[Optional[str]] = "sigmoid"
 
     def _probs(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits.float())
+        return torch.sigmoid(logits)

@@ -1,0 +1,230 @@
+"""The compiled layer (fmoe.compile → compiler → runtime, CPU backend) against a
+brute-force PyTorch MoE, forward and backward.
+
+Tolerances: relative to the largest magnitude of the reference tensor,
+1e-5 for fp32 and 2e-2 for bf16 (the reference computes in fp64 from the
+same parameters).
+"""
+
+import copy
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+import fmoe
+from fmoe.compiler import CompileError, cache_dir
+from reference import brute_force_layer
+
+TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
+D_MODEL, D_HIDDEN = 24, 40
+
+EK = [(e, k) for e in (1, 2, 4, 8, 16) for k in sorted({1, 2, 3, e}) if k <= e]
+SHAPES = {0: (0, D_MODEL), 1: (1, D_MODEL), 7: (7, D_MODEL), 257: (1, 257, D_MODEL)}
+
+
+def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
+    if ref.numel() == 0:
+        return 0.0
+    scale = ref.abs().max().item() or 1.0
+    return (a.double() - ref.double()).abs().max().item() / scale
+
+
+def make_layer(e, k, dtype, activation="gelu", seed=0, **kw):
+    torch.manual_seed(seed)
+    layer = fmoe.FMoETransformerMLP(
+        num_expert=e, d_model=D_MODEL, d_hidden=D_HIDDEN, top_k=k, activation=activation, **kw
+    )
+    # Give the biases values so that their gradients and uses are tested.
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1)
+    return layer.to(dtype)
+
+
+def check_layer(layer, compiled, shape, dtype, activation):
+    torch.manual_seed(1)
+    x = torch.randn(*shape, dtype=dtype)
+    x_ref = x.detach().double().requires_grad_()
+    x_c = x.detach().clone().requires_grad_()
+    params = list(layer.parameters())
+    ref_params = [p.detach().double().requires_grad_() for p in params]
+    ref_layer = copy.deepcopy(layer).double()
+    with torch.no_grad():
+        for p, r in zip(ref_layer.parameters(), ref_params):
+            p.copy_(r)
+    y_ref = brute_force_layer(ref_layer, x_ref, activation)
+    y = compiled(x_c)
+    assert y.shape == x.shape and y.dtype == dtype
+    tol = TOL[dtype]
+    assert rel_err(y, y_ref) <= tol, f"forward: {rel_err(y, y_ref)}"
+    if x.numel() == 0:
+        return
+    g = torch.randn_like(y_ref)
+    grads = torch.autograd.grad(y, [x_c, *params], g.to(dtype))
+    grads_ref = torch.autograd.grad(y_ref, [x_ref, *ref_layer.parameters()], g)
+    names = ["input"] + [n for n, _ in layer.named_parameters()]
+    for name, a, b in zip(names, grads, grads_ref):
+        assert a.shape == b.shape, name
+        assert rel_err(a, b) <= tol * (4 if dtype == torch.bfloat16 else 1), f"grad {name}: {rel_err(a, b)}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("e,k", EK, ids=[f"E{e}k{k}" for e, k in EK])
+def test_matches_brute_force(e, k, dtype):
+    layer = make_layer(e, k, dtype)
+    compiled = fmoe.compile(layer)
+    for t, shape in SHAPES.items():
+        check_layer(layer, compiled, shape, dtype, "gelu")
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu"])
+def test_activations(activation):
+    layer = make_layer(4, 2, torch.float32, activation=activation)
+    compiled = fmoe.compile(layer)
+    check_layer(layer, compiled, (7, 3, D_MODEL), torch.float32, activation)
+
+
+@pytest.mark.parametrize(
+    "gate,kw",
+    [
+        (fmoe.gates.SoftmaxTopKGate, {}),
+        (fmoe.gates.SoftmaxTopKGate, {"renormalize": True}),
+        (fmoe.gates.SigmoidGate, {}),
+        (fmoe.gates.SigmoidGate, {"renormalize": True}),
+    ],
+    ids=["softmax_topk", "softmax_topk_renorm", "sigmoid", "sigmoid_renorm"],
+)
+def test_gate_kinds(gate, kw):
+    g = type("G", (gate,), {"__init__": lambda self, *a, **k: gate.__init__(self, *a, **{**k, **kw})})
+    g.fmoe_gate_kind = gate.fmoe_gate_kind
+    layer = make_layer(8, 3, torch.float32, gate=g)
+    compiled = fmoe.compile(layer)
+    check_layer(layer, compiled, (33, D_MODEL), torch.float32, "gelu")
+
+
+def test_no_biases():
+    torch.manual_seed(0)
+    layer = fmoe.FMoETransformerMLP(num_expert=4, d_model=D_MODEL, d_hidden=D_HIDDEN, top_k=2, gate_bias=False)
+    with torch.no_grad():
+        layer.experts.htoh4.bias = None
+        layer.experts.h4toh.bias = None
+    compiled = fmoe.compile(layer)
+    check_layer(layer, compiled, (9, D_MODEL), torch.float32, "gelu")
+
+
+class TwoLayerModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(16, D_MODEL)
+        self.moe1 = fmoe.FMoETransformerMLP(num_expert=4, d_model=D_MODEL, d_hidden=D_HIDDEN, top_k=2)
+        self.norm = nn.LayerNorm(D_MODEL)
+        self.moe2 = fmoe.FMoETransformerMLP(num_expert=2, d_model=D_MODEL, d_hidden=D_HIDDEN, top_k=1)
+        self.head = nn.Linear(D_MODEL, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        h = h + self.moe1(h)
+        h = h + self.moe2(self.norm(h))
+        return self.head(h)
+
+
+def test_training_trajectory_matches_uncompiled():
+    torch.manual_seed(0)
+    eager = TwoLayerModel()
+    ref = copy.deepcopy(eager)
+    compiled = fmoe.compile(eager)
+    # The compiled model shares the original's parameters.
+    assert [p.data_ptr() for p in compiled.parameters()] == [p.data_ptr() for p in eager.parameters()]
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    opt = torch.optim.Adam(eager.parameters(), lr=1e-2)
+    opt_ref = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(5)
+    for step in range(20):
+        x = torch.randn(4, 9, 16, generator=gen)
+        target = torch.randint(0, 3, (4, 9), generator=gen)
+        loss = nn.functional.cross_entropy(compiled(x).flatten(0, 1), target.flatten())
+        loss_ref = nn.functional.cross_entropy(ref(x).flatten(0, 1), target.flatten())
+        assert abs(loss.item() - loss_ref.item()) <= 1e-4 * max(1.0, abs(loss_ref.item())), step
+        opt.zero_grad()
+        opt_ref.zero_grad()
+        loss.backward()
+        loss_ref.backward()
+        opt.step()
+        opt_ref.step()
+    for (n, p), q in zip(eager.named_parameters(), ref.parameters()):
+        assert rel_err(p, q) <= 1e-3, n
+
+
+def test_bad_inputs_raise_and_leave_the_layer_usable():
+    layer = make_layer(4, 2, torch.float32)
+    compiled = fmoe.compile(layer)
+    with pytest.raises(ValueError, match=r"\[\.\.\., 24\] \(d_model\), got \[5, 25\]"):
+        compiled(torch.randn(5, 25))
+    with pytest.raises(TypeError, match="expected input dtype torch.float32"):
+        compiled(torch.randn(5, D_MODEL, dtype=torch.float64))
+    with pytest.raises(ValueError, match="input is on meta"):
+        compiled(torch.randn(5, D_MODEL, device="meta"))
+    check_layer(layer, compiled, (6, D_MODEL), torch.float32, "gelu")
+
+
+def test_top_k_larger_than_experts_is_refused():
+    layer = make_layer(4, 2, torch.float32)
+    layer.top_k = 5
+    with pytest.raises(CompileError, match=r"top_k <= num_experts \(4\), got 5"):
+        fmoe.compile(layer)
+
+
+def test_unsupported_layer_is_named():
+    layer = make_layer(2, 1, torch.float32)
+    layer.gate_hook = lambda *a: None
+    model = nn.Sequential(nn.Linear(D_MODEL, D_MODEL), layer)
+    with pytest.raises(CompileError, match=r"MoE layer '1': gate_hook"):
+        fmoe.compile(model)
+    with pytest.raises(CompileError, match="found no MoE layer"):
+        fmoe.compile(nn.Linear(3, 3))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "corrupt"])
+def test_damaged_cached_module(damage):
+    layer = make_layer(2, 2, torch.float32, seed=7)
+    path = fmoe.compile(layer)._fmoe_modules[torch.float32].path
+    assert path.parent == cache_dir()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else data.replace(b"target sm_90", b"target sm_80"))
+    with pytest.raises(CompileError, match="truncated file|checksum mismatch"):
+        fmoe.compile(layer)
+    # The original layer still works, and recompiling repairs the cache.
+    assert layer(torch.randn(3, D_MODEL)).shape == (3, D_MODEL)
+    compiled = fmoe.compile(layer, recompile=True)
+    check_layer(layer, compiled, (5, D_MODEL), torch.float32, "gelu")
+
+
+def test_runtime_only_install_explains_ahead_of_time_compilation(monkeypatch, tmp_path):
+    monkeypatch.setenv("FMOE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("FMOE_COMPILER", str(tmp_path / "missing"))
+    monkeypatch.setattr(fmoe.compiler, "_compiler", lambda: None)
+    layer = make_layer(2, 1, torch.float32, seed=11)
+    with pytest.raises(CompileError, match="(?s)runtime-only install.*fmoe-compile moe_layer-"):
+        fmoe.compile(layer)
+
+
+def test_fake_tensor_shapes():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    layer = make_layer(4, 2, torch.float32)
+    compiled = fmoe.compile(layer)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        x = mode.from_tensor(torch.randn(11, D_MODEL))
+        y = compiled(x)
+        assert y.shape == (11, D_MODEL)
+
+
+def test_torch_compile_traces_the_layer():
+    layer = make_layer(4, 2, torch.float32)
+    compiled = fmoe.compile(layer)
+    x = torch.randn(10, D_MODEL)
+    traced = torch.compile(compiled, backend="eager")
+    assert rel_err(traced(x), compiled(x)) == 0.0
