@@ -1,18 +1,11 @@
 #!/usr/bin/env bash
-# The main job: set up a fresh machine, build, and compile the example
-# layers (fmoe-opt --lower-moe, fmoe-compile), printing what was produced.
+# The main job: set up a fresh machine, build fmoe, and train a small MoE
+# Transformer language model whose MoE layers run through fmoe.compile (on the
+# GPU when there is one, else on the CPU). Extra arguments go to the demo,
+# e.g. `bash scripts/run.sh --steps 100`.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${FMOE_BUILD_DIR:-$root/build}"
 bash "$root/scripts/setup.sh"
 bash "$root/scripts/build.sh" >/dev/null
-out="$build/examples"
-mkdir -p "$out"
-for f in "$root"/examples/*.mlir; do
-  name=$(basename "$f" .mlir)
-  "$build/bin/fmoe-opt" --lower-moe "$f" -o "$out/$name.lowered.mlir"
-  "$build/bin/fmoe-compile" "$f" -o "$out/$name.fmoe"
-  echo "== $name: $(grep -o '\.entry [a-z0-9_]*' "$out/$name.lowered.mlir" | wc -l) PTX kernels, $(grep -c 'call @fmoe_rt_' "$out/$name.lowered.mlir") runtime calls"
-  "$build/bin/fmoe-module-check" "$out/$name.fmoe" | sed -n '1p;/^program/p'
-done
-echo "lowered IR and compiled modules are in $out"
+FMOE_BUILD_DIR="$build" python3 "$root/examples/train_lm.py" --out "$build/demo" "$@"

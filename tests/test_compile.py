@@ -25,9 +25,11 @@ SHAPES = {0: (0, D_MODEL), 1: (1, D_MODEL), 7: (7, D_MODEL), 257: (1, 257, D_MOD
 
 
 def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """Max abs error relative to the reference's largest magnitude (floored at
+    1e-6, so that gradients that are zero up to rounding compare absolutely)."""
     if ref.numel() == 0:
         return 0.0
-    scale = ref.abs().max().item() or 1.0
+    scale = max(ref.abs().max().item(), 1e-6)
     return (a.double() - ref.double()).abs().max().item() / scale
 
 
@@ -66,9 +68,14 @@ def check_layer(layer, compiled, shape, dtype, activation):
     grads = torch.autograd.grad(y, [x_c, *params], g.to(dtype))
     grads_ref = torch.autograd.grad(y_ref, [x_ref, *ref_layer.parameters()], g)
     names = ["input"] + [n for n, _ in layer.named_parameters()]
-    for name, a, b in zip(names, grads, grads_ref):
+    # In bf16 the gate's gradient is a difference of rounded dot products:
+    # hold fmoe to twice eager PyTorch's own error at the same precision.
+    x_e = x.detach().clone().requires_grad_()
+    grads_eager = torch.autograd.grad(layer(x_e), [x_e, *params], g.to(dtype))
+    for name, a, b, c in zip(names, grads, grads_ref, grads_eager):
         assert a.shape == b.shape, name
-        assert rel_err(a, b) <= tol * (4 if dtype == torch.bfloat16 else 1), f"grad {name}: {rel_err(a, b)}"
+        bound = tol if dtype == torch.float32 else max(4 * tol, 2 * rel_err(c, b))
+        assert rel_err(a, b) <= bound, f"grad {name}: {rel_err(a, b)} (eager {rel_err(c, b)})"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])

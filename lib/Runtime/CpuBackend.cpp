@@ -497,8 +497,8 @@ CpuGemm::Fn &gemmSlot() {
 }
 
 /// Copies rows x cols of `v` (starting at column col0, leading dim ld) to f32.
-std::vector<float> toFloat(View v, const std::vector<int64_t> &rows,
-                           int64_t ld, int64_t col0, int64_t cols) {
+std::vector<float> toFloat(View v, const std::vector<int64_t> &rows, int64_t ld,
+                           int64_t col0, int64_t cols) {
   std::vector<float> out(rows.size() * cols);
   for (size_t r = 0; r < rows.size(); ++r)
     for (int64_t j = 0; j < cols; ++j)
@@ -537,8 +537,8 @@ void groupedGemm(const format::Command &c, View a, const View *gatherIdx,
     if (!nt) // w[l] is [k, n]
       wf = matrix(w, (g / perExpert) * k, k, n);
     std::vector<float> cf = toFloat(out, outRows, ldc, cCol, n);
-    gemmSlot()(int64_t(rows.size()), n, k, af.data(), k, wf.data(),
-               nt ? k : n, nt, cf.data(), n, accumulate);
+    gemmSlot()(int64_t(rows.size()), n, k, af.data(), k, wf.data(), nt ? k : n,
+               nt, cf.data(), n, accumulate);
     for (size_t r = 0; r < outRows.size(); ++r)
       for (int64_t j = 0; j < n; ++j)
         out.set(outRows[r] * ldc + cCol + j, cf[r * n + j]);

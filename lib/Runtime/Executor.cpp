@@ -43,8 +43,8 @@ void execute(const CompiledModule &module, const format::Program &program,
     if (b.role == "temp") {
       ref.dtype = parseDType(b.dtype);
       ref.numel = numel;
-      temps.live[i] = numel ? backend.allocate(numel * dtypeSize(ref.dtype))
-                            : nullptr;
+      temps.live[i] =
+          numel ? backend.allocate(numel * dtypeSize(ref.dtype)) : nullptr;
       ref.data = temps.live[i];
     } else {
       const std::vector<BufferRef> &given =

@@ -40,16 +40,18 @@ std::shared_ptr<CompiledModule> moduleOf(int64_t handle) {
 /// Matrix products of the CPU backend go through ATen (BLAS) instead of the
 /// runtime's portable loop.
 void installAtenGemm() {
-  CpuGemm::set([](int64_t m, int64_t n, int64_t k, const float *a,
-                  int64_t lda, const float *b, int64_t ldb, bool transB,
-                  float *c, int64_t ldc, bool accumulate) {
+  CpuGemm::set([](int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                  const float *b, int64_t ldb, bool transB, float *c,
+                  int64_t ldc, bool accumulate) {
     if (m == 0 || n == 0)
       return;
     auto opts = at::TensorOptions().dtype(at::kFloat);
-    at::Tensor A = at::from_blob(const_cast<float *>(a), {m, k}, {lda, 1}, opts);
+    at::Tensor A =
+        at::from_blob(const_cast<float *>(a), {m, k}, {lda, 1}, opts);
     at::Tensor B =
-        transB ? at::from_blob(const_cast<float *>(b), {n, k}, {ldb, 1}, opts).t()
-               : at::from_blob(const_cast<float *>(b), {k, n}, {ldb, 1}, opts);
+        transB
+            ? at::from_blob(const_cast<float *>(b), {n, k}, {ldb, 1}, opts).t()
+            : at::from_blob(const_cast<float *>(b), {k, n}, {ldb, 1}, opts);
     at::Tensor C = at::from_blob(c, {m, n}, {ldc, 1}, opts);
     if (accumulate)
       C.addmm_(A, B);
@@ -159,9 +161,10 @@ std::vector<at::Tensor> run(int64_t handle, const std::string &kind,
     for (const fmoe::format::Buffer &b : program.buffers) {
       if (b.role != "output")
         continue;
-      results.push_back(at::empty(
-          {bufferNumel(b, tokens)},
-          at::TensorOptions().dtype(scalarType(parseDType(b.dtype))).device(device)));
+      results.push_back(at::empty({bufferNumel(b, tokens)},
+                                  at::TensorOptions()
+                                      .dtype(scalarType(parseDType(b.dtype)))
+                                      .device(device)));
       out.push_back(ref(results.back()));
     }
 #ifdef FMOE_HAS_CUDA
@@ -201,7 +204,8 @@ TORCH_LIBRARY(fmoe, m) {
   m.def("output_sizes(int handle, str program, int tokens) -> int[]",
         outputSizes);
   m.def("cuda_backend_available() -> bool", cudaAvailable);
-  m.def("run(int handle, str program, int tokens, Tensor[] inputs) -> Tensor[]");
+  m.def(
+      "run(int handle, str program, int tokens, Tensor[] inputs) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(fmoe, CPU, m) { m.impl("run", run); }

@@ -15,6 +15,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -47,7 +48,10 @@ def _compiler() -> Optional[Path]:
     candidates = [Path(env)] if env else []
     package = Path(__file__).resolve().parent
     build = Path(os.environ.get("FMOE_BUILD_DIR", package.parent.parent / "build"))
-    candidates += [package / "bin" / "fmoe-compile", build / "bin" / "fmoe-compile"]
+    # `pip install .` puts the tools beside the interpreter (the environment's
+    # scripts directory), which need not be on PATH.
+    scripts = Path(sys.executable).parent / "fmoe-compile"
+    candidates += [scripts, build / "bin" / "fmoe-compile"]
     which = shutil.which("fmoe-compile")
     if which:
         candidates.append(Path(which))

@@ -205,7 +205,11 @@ class SoftmaxTopKGate(NaiveGate):
         logits = self._logits(inp)
         _, idx = self._pick(logits)
         score = torch.gather(self._probs(logits), -1, idx)
-        if self.renormalize:
+        if self.renormalize and self.top_k == 1:
+            # p / p: exactly 1 with an exactly zero gradient (and no 0/0 when
+            # a sigmoid underflows); `* 0` keeps the gate in the graph.
+            score = score * 0 + 1
+        elif self.renormalize:
             score = score / score.sum(dim=-1, keepdim=True)
         score = score.to(inp.dtype)
         self._dummy_loss(inp)

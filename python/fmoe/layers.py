@@ -428,12 +428,14 @@ class FMoE(nn.Module):
             topk_idx = topk_idx.masked_fill((mask != 0).unsqueeze(1), -1)
 
         # Sort the (token, slot) pairs by expert; dropped slots (-1) sort last
-        # under the key tot_expert and are cut off.
+        # under the key tot_expert and are cut off; ids >= tot_expert get the
+        # key tot_expert + 1 and are reported.
         tot_expert = self.num_expert * self.world_size
         flat_idx = topk_idx.reshape(-1)
-        key = torch.where(flat_idx < 0, torch.full_like(flat_idx, tot_expert), flat_idx)
-        counts_all = torch.bincount(key, minlength=tot_expert + 1).cpu()
-        if counts_all.numel() > tot_expert + 1:
+        key = torch.where(flat_idx >= tot_expert, torch.full_like(flat_idx, tot_expert + 1), flat_idx)
+        key = torch.where(flat_idx < 0, torch.full_like(flat_idx, tot_expert), key)
+        counts_all = torch.bincount(key, minlength=tot_expert + 2).cpu()
+        if int(counts_all[tot_expert + 1]):
             raise ValueError(
                 f"{type(self).__name__}: the gate returned an expert id >= "
                 f"num_expert * world_size = {tot_expert}"

@@ -97,10 +97,10 @@ void execute(const CompiledModule &module, const format::Program &program,
 /// where B is [k,n] (`transB` false) or [n,k] (`transB` true). The default
 /// is a portable loop; the PyTorch extension installs an ATen one.
 struct CpuGemm {
-  using Fn = std::function<void(int64_t m, int64_t n, int64_t k,
-                                const float *a, int64_t lda, const float *b,
-                                int64_t ldb, bool transB, float *c,
-                                int64_t ldc, bool accumulate)>;
+  using Fn =
+      std::function<void(int64_t m, int64_t n, int64_t k, const float *a,
+                         int64_t lda, const float *b, int64_t ldb, bool transB,
+                         float *c, int64_t ldc, bool accumulate)>;
   static void set(Fn fn);
   static const Fn &get();
 };

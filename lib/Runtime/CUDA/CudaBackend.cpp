@@ -12,7 +12,7 @@
 #include "GroupedGemm.h"
 #include "fmoe/Runtime/Runtime.h"
 
-#include <cuda.h>
+#include "Driver.h"
 
 #include <algorithm>
 #include <charconv>
@@ -38,9 +38,9 @@ namespace {
 std::string describeResult(CUresult result) {
   const char *name = nullptr, *text = nullptr;
   // Either may fail for an unknown code; then we still print the number.
-  if (cuGetErrorName(result, &name) != CUDA_SUCCESS || !name)
+  if (cuda::driver().cuGetErrorName(result, &name) != CUDA_SUCCESS || !name)
     name = "unknown CUresult";
-  if (cuGetErrorString(result, &text) != CUDA_SUCCESS || !text)
+  if (cuda::driver().cuGetErrorString(result, &text) != CUDA_SUCCESS || !text)
     text = "no description";
   return std::string(name) + " (" + std::to_string(static_cast<int>(result)) +
          "): " + text;
@@ -69,11 +69,11 @@ CUdeviceptr devicePtr(const void *p) {
 class PrimaryContext {
 public:
   explicit PrimaryContext(CUdevice device) : device(device) {
-    FMOE_CU_CHECK(cuDevicePrimaryCtxRetain(&context, device));
+    FMOE_CU_CHECK(cuda::driver().cuDevicePrimaryCtxRetain(&context, device));
   }
   ~PrimaryContext() {
     // Nothing to report from a destructor; the retain count drops anyway.
-    (void)cuDevicePrimaryCtxRelease(device);
+    (void)cuda::driver().cuDevicePrimaryCtxRelease(device);
   }
   PrimaryContext(const PrimaryContext &) = delete;
   PrimaryContext &operator=(const PrimaryContext &) = delete;
@@ -91,15 +91,15 @@ private:
 class ContextScope {
 public:
   explicit ContextScope(CUcontext context) {
-    FMOE_CU_CHECK(cuCtxGetCurrent(&previous));
+    FMOE_CU_CHECK(cuda::driver().cuCtxGetCurrent(&previous));
     if (previous != context) {
-      FMOE_CU_CHECK(cuCtxSetCurrent(context));
+      FMOE_CU_CHECK(cuda::driver().cuCtxSetCurrent(context));
       switched = true;
     }
   }
   ~ContextScope() {
     if (switched)
-      (void)cuCtxSetCurrent(previous);
+      (void)cuda::driver().cuCtxSetCurrent(previous);
   }
   ContextScope(const ContextScope &) = delete;
   ContextScope &operator=(const ContextScope &) = delete;
@@ -116,7 +116,7 @@ public:
   explicit LoadedModule(CUmodule module) : module(module) {}
   ~LoadedModule() {
     if (module)
-      (void)cuModuleUnload(module);
+      (void)cuda::driver().cuModuleUnload(module);
   }
   LoadedModule(LoadedModule &&o) noexcept
       : module(std::exchange(o.module, nullptr)) {}
@@ -285,16 +285,16 @@ private:
 };
 
 CudaBackend::CudaBackend(int ordinal, CUstream stream) : stream(stream) {
-  FMOE_CU_CHECK(cuInit(0));
+  FMOE_CU_CHECK(cuda::driver().cuInit(0));
   int count = 0;
-  FMOE_CU_CHECK(cuDeviceGetCount(&count));
+  FMOE_CU_CHECK(cuda::driver().cuDeviceGetCount(&count));
   if (ordinal < 0 || ordinal >= count)
     throw Error("CUDA device " + std::to_string(ordinal) +
                 " does not exist (this machine has " + std::to_string(count) +
                 ")");
-  FMOE_CU_CHECK(cuDeviceGet(&device, ordinal));
+  FMOE_CU_CHECK(cuda::driver().cuDeviceGet(&device, ordinal));
   int pools = 0;
-  FMOE_CU_CHECK(cuDeviceGetAttribute(
+  FMOE_CU_CHECK(cuda::driver().cuDeviceGetAttribute(
       &pools, CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED, device));
   if (!pools)
     throw Error("CUDA device " + std::to_string(ordinal) +
@@ -303,21 +303,22 @@ CudaBackend::CudaBackend(int ordinal, CUstream stream) : stream(stream) {
   context = std::make_unique<PrimaryContext>(device);
   // Left current on the creating thread, as the CUDA runtime would; the
   // entry points below also make it current on whichever thread calls them.
-  FMOE_CU_CHECK(cuCtxSetCurrent(context->get()));
+  FMOE_CU_CHECK(cuda::driver().cuCtxSetCurrent(context->get()));
 }
 
 CudaBackend::~CudaBackend() {
   CUcontext previous = nullptr;
   bool switched = false;
-  if (cuCtxGetCurrent(&previous) == CUDA_SUCCESS && previous != context->get())
-    switched = cuCtxSetCurrent(context->get()) == CUDA_SUCCESS;
+  if (cuda::driver().cuCtxGetCurrent(&previous) == CUDA_SUCCESS &&
+      previous != context->get())
+    switched = cuda::driver().cuCtxSetCurrent(context->get()) == CUDA_SUCCESS;
   // Kernels of the modules may still be queued: let them finish before the
   // code they run is unloaded. (Destruction is not on the hot path.)
-  (void)cuStreamSynchronize(stream);
+  (void)cuda::driver().cuStreamSynchronize(stream);
   modules.clear();
   retired.clear();
   if (switched)
-    (void)cuCtxSetCurrent(previous);
+    (void)cuda::driver().cuCtxSetCurrent(previous);
 }
 
 void *CudaBackend::allocate(size_t bytes) {
@@ -325,7 +326,7 @@ void *CudaBackend::allocate(size_t bytes) {
     return nullptr;
   ContextScope scope(context->get());
   CUdeviceptr ptr = 0;
-  FMOE_CU_CHECK(cuMemAllocAsync(&ptr, bytes, stream));
+  FMOE_CU_CHECK(cuda::driver().cuMemAllocAsync(&ptr, bytes, stream));
   return reinterpret_cast<void *>(static_cast<uintptr_t>(ptr));
 }
 
@@ -338,17 +339,18 @@ void CudaBackend::deallocate(void *ptr) {
   // matters, and the context is most likely unusable anyway).
   if (std::uncaught_exceptions() > 0) {
     CUcontext previous = nullptr;
-    if (cuCtxGetCurrent(&previous) != CUDA_SUCCESS)
+    if (cuda::driver().cuCtxGetCurrent(&previous) != CUDA_SUCCESS)
       return;
-    bool switched = previous != context->get() &&
-                    cuCtxSetCurrent(context->get()) == CUDA_SUCCESS;
-    (void)cuMemFreeAsync(devicePtr(ptr), stream);
+    bool switched =
+        previous != context->get() &&
+        cuda::driver().cuCtxSetCurrent(context->get()) == CUDA_SUCCESS;
+    (void)cuda::driver().cuMemFreeAsync(devicePtr(ptr), stream);
     if (switched)
-      (void)cuCtxSetCurrent(previous);
+      (void)cuda::driver().cuCtxSetCurrent(previous);
     return;
   }
   ContextScope scope(context->get());
-  FMOE_CU_CHECK(cuMemFreeAsync(devicePtr(ptr), stream));
+  FMOE_CU_CHECK(cuda::driver().cuMemFreeAsync(devicePtr(ptr), stream));
 }
 
 void CudaBackend::run(const format::Module &module, const format::Command &cmd,
@@ -386,8 +388,8 @@ CudaBackend::Kernel CudaBackend::kernelFor(const format::Module &module,
     void *values[] = {log.data(), reinterpret_cast<void *>(
                                       static_cast<uintptr_t>(log.size()))};
     CUmodule loaded = nullptr;
-    CUresult result =
-        cuModuleLoadDataEx(&loaded, module.ptx.c_str(), 2, options, values);
+    CUresult result = cuda::driver().cuModuleLoadDataEx(
+        &loaded, module.ptx.c_str(), 2, options, values);
     if (result != CUDA_SUCCESS) {
       log.resize(log.find('\0') == std::string::npos ? log.size()
                                                      : log.find('\0'));
@@ -408,17 +410,18 @@ CudaBackend::Kernel CudaBackend::kernelFor(const format::Module &module,
     return k->second;
 
   Kernel kernel;
-  CUresult result =
-      cuModuleGetFunction(&kernel.function, cached.module.get(), entry.c_str());
+  CUresult result = cuda::driver().cuModuleGetFunction(
+      &kernel.function, cached.module.get(), entry.c_str());
   if (result != CUDA_SUCCESS)
-    throw Error("CUDA driver call cuModuleGetFunction(\"" + entry +
-                "\") failed: " + describeResult(result));
+    throw Error("CUDA driver call cuda::driver().cuModuleGetFunction(\"" +
+                entry + "\") failed: " + describeResult(result));
   // Count the parameters once, so that a launch whose operands do not match
   // the kernel's signature is refused instead of reading garbage.
   // cuFuncGetParamInfo answers CUDA_ERROR_INVALID_VALUE past the last one.
   for (size_t i = 0;; ++i) {
     size_t offset = 0, size = 0;
-    CUresult r = cuFuncGetParamInfo(kernel.function, i, &offset, &size);
+    CUresult r =
+        cuda::driver().cuFuncGetParamInfo(kernel.function, i, &offset, &size);
     if (r == CUDA_SUCCESS)
       continue;
     kernel.params = r == CUDA_ERROR_INVALID_VALUE ? static_cast<int64_t>(i)
@@ -470,10 +473,16 @@ void CudaBackend::launch(const format::Module &module,
   for (size_t i = 0; i < values.size(); ++i)
     params[i] = &values[i];
 
-  checkResult(cuLaunchKernel(kernel.function, static_cast<unsigned>(blocks), 1,
-                             1, static_cast<unsigned>(cmd.block), 1, 1, 0,
-                             stream, params.data(), nullptr),
-              ("cuLaunchKernel(" + cmd.target + ")").c_str());
+  CUresult result = cuda::driver().cuLaunchKernel(
+      kernel.function, static_cast<unsigned>(blocks), 1, 1,
+      static_cast<unsigned>(cmd.block), 1, 1, 0, stream, params.data(),
+      nullptr);
+  // The call's text is only built on failure: this is the hot path.
+  if (result != CUDA_SUCCESS)
+    throw Error("CUDA driver call cuda::driver().cuLaunchKernel(" + cmd.target +
+                ", " + std::to_string(blocks) + " blocks of " +
+                std::to_string(cmd.block) +
+                ") failed: " + describeResult(result));
 }
 
 //===----------------------------------------------------------------------===//
@@ -571,7 +580,7 @@ void CudaBackend::memset(const Attrs &attrs,
     return;
   if (!buf.data)
     throw Error(attrs.where() + ": the buffer has no data");
-  FMOE_CU_CHECK(cuMemsetD8Async(
+  FMOE_CU_CHECK(cuda::driver().cuMemsetD8Async(
       devicePtr(buf.data), static_cast<unsigned char>(byte), bytes, stream));
 }
 
@@ -687,8 +696,8 @@ void CudaBackend::allToAll(const Attrs &attrs,
       return;
     if (!dst.data || !src.data)
       throw Error(attrs.where() + ": a buffer has no data");
-    FMOE_CU_CHECK(cuMemcpyDtoDAsync(devicePtr(dst.data), devicePtr(src.data),
-                                    bytes, stream));
+    FMOE_CU_CHECK(cuda::driver().cuMemcpyDtoDAsync(
+        devicePtr(dst.data), devicePtr(src.data), bytes, stream));
   };
   copy(out, in);
   copy(outOffsets, offsets);
@@ -702,10 +711,14 @@ void CudaBackend::allToAll(const Attrs &attrs,
 
 bool cudaBackendAvailable() {
   // No exception: this is the question callers ask before choosing.
-  if (cuInit(0) != CUDA_SUCCESS)
+  try {
+    if (cuda::driver().cuInit(0) != CUDA_SUCCESS)
+      return false;
+    int count = 0;
+    return cuda::driver().cuDeviceGetCount(&count) == CUDA_SUCCESS && count > 0;
+  } catch (const Error &) {
     return false;
-  int count = 0;
-  return cuDeviceGetCount(&count) == CUDA_SUCCESS && count > 0;
+  }
 }
 
 std::unique_ptr<Backend> createCudaBackend(int device, void *stream) {

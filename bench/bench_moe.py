@@ -1,0 +1,194 @@
+"""Times one MoE layer (gate included), forward and forward+backward, bf16,
+on the GPU: fmoe's compiled layer against, in the same run,
+  (a) loop:        a PyTorch loop over the experts (the Hugging Face style),
+  (b) grouped_mm:  sort + torch._grouped_mm + index_add in PyTorch,
+  (c) dense:       the same expert FLOPs as one dense MLP over T*k rows (cuBLAS),
+                   the bound fmoe is measured against.
+Median of CUDA-event timings after warm-up, fresh random inputs every
+iteration; peak memory beside each. Prints a table and writes JSON.
+
+    python3 bench/bench_moe.py [--shapes classic,...] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "python"))
+import fmoe  # noqa: E402
+
+SHAPES = {
+    "classic": dict(T=16384, d=1024, h=4096, E=16, k=2, act="gelu"),
+    "mixtral_gelu": dict(T=8192, d=4096, h=14336, E=8, k=2, act="gelu"),
+    "mixtral_swiglu": dict(T=8192, d=4096, h=14336, E=8, k=2, act="swiglu"),
+    "fine_grained": dict(T=16384, d=2048, h=1024, E=64, k=8, act="gelu"),
+}
+
+
+def make_layer(s, device="cuda", dtype=torch.bfloat16):
+    with torch.device(device):
+        layer = fmoe.FMoETransformerMLP(
+            num_expert=s["E"], d_model=s["d"], d_hidden=s["h"], top_k=s["k"], activation=s["act"]
+        )
+    return layer.to(dtype)
+
+
+def act_fn(name):
+    return {"gelu": F.gelu, "swiglu": F.silu}[name]
+
+
+def route(x, layer):
+    logits = F.linear(x, layer.gate.gate.weight, layer.gate.gate.bias)
+    val, idx = torch.topk(logits, layer.top_k, dim=-1)
+    return idx, torch.softmax(val.float(), -1).to(x.dtype)
+
+
+def experts(layer):
+    ex = layer.experts
+    up = ex.up.weight if ex.up is not None else None
+    return ex.htoh4.weight, ex.htoh4.bias, up, ex.h4toh.weight, ex.h4toh.bias
+
+
+def loop_moe(layer, act):
+    w1, b1, up, w2, b2 = experts(layer)
+
+    def f(x):
+        idx, score = route(x, layer)
+        out = torch.zeros_like(x)
+        for e in range(w1.shape[0]):
+            tok, slot = torch.where(idx == e)
+            h = F.linear(x[tok], w1[e], b1[e] if b1 is not None else None)
+            h = act(h) * F.linear(x[tok], up[e]) if up is not None else act(h)
+            y = F.linear(h, w2[e], b2[e] if b2 is not None else None)
+            out.index_add_(0, tok, y * score[tok, slot, None])
+        return out
+
+    return f
+
+
+def grouped_mm_moe(layer, act):
+    w1, b1, up, w2, b2 = experts(layer)
+    n_exp = w1.shape[0]
+
+    def f(x):
+        idx, score = route(x, layer)
+        flat = idx.flatten()
+        order = torch.argsort(flat, stable=True)
+        tok = order // layer.top_k
+        offs = torch.cumsum(torch.bincount(flat, minlength=n_exp), 0).to(torch.int32)
+        xs = x[tok]
+        h = torch._grouped_mm(xs, w1.transpose(1, 2), offs=offs)
+        if b1 is not None:
+            h = h + b1[flat[order]]
+        h = act(h) * torch._grouped_mm(xs, up.transpose(1, 2), offs=offs) if up is not None else act(h)
+        y = torch._grouped_mm(h, w2.transpose(1, 2), offs=offs)
+        if b2 is not None:
+            y = y + b2[flat[order]]
+        y = y * score.flatten()[order, None]
+        return torch.zeros_like(x).index_add_(0, tok, y)
+
+    return f
+
+
+def dense_bound(layer, act, s):
+    """The expert FLOPs as one dense MLP over T*k rows (no gate, no routing)."""
+    w1, b1, up, w2, b2 = (t[0].detach().clone().requires_grad_() if t is not None else None for t in experts(layer))
+
+    def f(xr):  # xr: [T*k, d], the routed rows
+        h = F.linear(xr, w1, b1)
+        h = act(h) * F.linear(xr, up) if up is not None else act(h)
+        return F.linear(h, w2, b2)
+
+    return f, [p for p in (w1, b1, up, w2, b2) if p is not None]
+
+
+def time_it(fn, s, backward, params, warmup=3, iters=10, rows=None):
+    times = []
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    for i in range(warmup + iters):
+        n = rows or s["T"]
+        x = torch.randn(n, s["d"], device="cuda", dtype=torch.bfloat16, requires_grad=backward)
+        g = torch.randn(n, s["d"], device="cuda", dtype=torch.bfloat16) if backward else None
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        y = fn(x)
+        if backward:
+            torch.autograd.grad(y, [x, *params], g)
+        end.record()
+        end.synchronize()
+        if i >= warmup:
+            times.append(start.elapsed_time(end))
+        del x, y, g
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**30
+    return statistics.median(times), peak
+
+
+def flops(s, backward):
+    mats = 3 if s["act"] in ("swiglu", "geglu") else 2
+    f = 2 * s["T"] * s["k"] * s["d"] * s["h"] * mats
+    return f * (3 if backward else 1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--impls", default="fmoe,loop,grouped_mm,dense")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--iters", type=int, default=10)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    results = []
+    gpu = torch.cuda.get_device_name()
+    print(f"# {gpu}, torch {torch.__version__}, bf16, median of {args.iters} after warm-up")
+    print(f"{'shape':15} {'impl':11} {'pass':8} {'ms':>9} {'TFLOP/s':>8} {'vs dense':>9} {'peak GiB':>9}")
+    for name in args.shapes.split(","):
+        s = SHAPES[name]
+        layer = make_layer(s)
+        params = list(layer.parameters())
+        act = act_fn(s["act"])
+        impls = {}
+        for impl in args.impls.split(","):
+            if impl == "fmoe":
+                impls[impl] = (fmoe.compile(layer), params)
+            elif impl == "loop":
+                impls[impl] = (loop_moe(layer, act), params)
+            elif impl == "grouped_mm":
+                impls[impl] = (grouped_mm_moe(layer, act), params)
+            elif impl == "dense":
+                impls[impl] = dense_bound(layer, act, s)
+        for backward in (False, True):
+            rows = {}
+            for impl, (fn, ps) in impls.items():
+                try:
+                    rows = s["T"] * s["k"] if impl == "dense" else None
+                    ms, peak = time_it(fn, s, backward, ps, iters=args.iters, rows=rows)
+                except Exception as e:  # report, keep measuring the others
+                    print(f"{name:15} {impl:11} {'fwd+bwd' if backward else 'fwd':8} failed: {e}")
+                    continue
+                rows[impl] = (ms, peak)
+            dense_ms = rows.get("dense", (float("nan"),))[0]
+            for impl, (ms, peak) in rows.items():
+                tf = flops(s, backward) / ms / 1e9
+                ratio = ms / dense_ms
+                p = "fwd+bwd" if backward else "fwd"
+                print(f"{name:15} {impl:11} {p:8} {ms:9.2f} {tf:8.1f} {ratio:9.2f} {peak:9.2f}")
+                results.append(dict(shape=name, impl=impl, pass_=p, ms=ms, tflops=tf, vs_dense=ratio,
+                                    peak_gib=peak, gpu=gpu, **s))
+        del impls, layer, params
+        torch.cuda.empty_cache()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Compiles, on a machine with the fmoe compiler, every module the GPU
+machine will need (which has no LLVM): the GPU tests' layers and the
+benchmark's shapes, into $FMOE_CACHE_DIR. Layers are built on the meta
+device: only their shapes and dtypes matter.
+
+    FMOE_CACHE_DIR=.fmoe-cache python3 bench/prepare_cache.py
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "python"), str(ROOT / "tests"), str(ROOT / "bench")]
+import fmoe  # noqa: E402
+import bench_moe  # noqa: E402
+import test_gpu  # noqa: E402
+
+count = 0
+for e, k, act, dt in test_gpu.GPU_CONFIGS:
+    fmoe.compile(test_gpu.make_layer(e, k, act, test_gpu.DTYPES[dt], device="meta"))
+    count += 1
+# The graph-capture and skewed-routing tests use configurations of the list.
+for s in bench_moe.SHAPES.values():
+    fmoe.compile(bench_moe.make_layer(s, device="meta"))
+    count += 1
+print(f"compiled {count} layers into {fmoe.compiler.cache_dir()}")
