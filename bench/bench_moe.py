@@ -133,6 +133,22 @@ def time_it(fn, s, backward, params, warmup=3, iters=10, rows=None):
     return statistics.median(times), peak
 
 
+def profile(fn, params, s, name):
+    """Per-kernel GPU time of one fmoe forward+backward."""
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    x = torch.randn(s["T"], s["d"], device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    g = torch.randn_like(x)
+    for _ in range(2):
+        torch.autograd.grad(fn(x), [x, *params], g)
+    torch.cuda.synchronize()
+    with prof(activities=[ProfilerActivity.CUDA]) as p:
+        torch.autograd.grad(fn(x), [x, *params], g)
+        torch.cuda.synchronize()
+    print(f"-- {name}: fmoe fwd+bwd, per kernel")
+    print(p.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
+
+
 def flops(s, backward):
     mats = 3 if s["act"] in ("swiglu", "geglu") else 2
     f = 2 * s["T"] * s["k"] * s["d"] * s["h"] * mats
@@ -145,6 +161,7 @@ def main():
     ap.add_argument("--impls", default="fmoe,loop,grouped_mm,dense")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--profile", action="store_true", help="per-kernel times of fmoe's fwd+bwd")
     args = ap.parse_args()
     torch.manual_seed(0)
     results = []
@@ -170,8 +187,8 @@ def main():
             rows = {}
             for impl, (fn, ps) in impls.items():
                 try:
-                    rows = s["T"] * s["k"] if impl == "dense" else None
-                    ms, peak = time_it(fn, s, backward, ps, iters=args.iters, rows=rows)
+                    nrows = s["T"] * s["k"] if impl == "dense" else None
+                    ms, peak = time_it(fn, s, backward, ps, iters=args.iters, rows=nrows)
                 except Exception as e:  # report, keep measuring the others
                     print(f"{name:15} {impl:11} {'fwd+bwd' if backward else 'fwd':8} failed: {e}")
                     continue
@@ -184,6 +201,8 @@ def main():
                 print(f"{name:15} {impl:11} {p:8} {ms:9.2f} {tf:8.1f} {ratio:9.2f} {peak:9.2f}")
                 results.append(dict(shape=name, impl=impl, pass_=p, ms=ms, tflops=tf, vs_dense=ratio,
                                     peak_gib=peak, gpu=gpu, **s))
+        if args.profile and "fmoe" in impls:
+            profile(impls["fmoe"][0], params, s, name)
         del impls, layer, params
         torch.cuda.empty_cache()
     if args.json:

@@ -47,6 +47,13 @@ int64_t bufferNumel(const format::Buffer &b, int64_t tokens) {
 
 Backend::~Backend() = default;
 
+static CudaLibraryHook::Fn &hookSlot() {
+  static CudaLibraryHook::Fn fn;
+  return fn;
+}
+void CudaLibraryHook::set(Fn fn) { hookSlot() = std::move(fn); }
+const CudaLibraryHook::Fn &CudaLibraryHook::get() { return hookSlot(); }
+
 std::shared_ptr<CompiledModule> CompiledModule::load(const std::string &path) {
   std::ifstream in(path, std::ios::binary);
   if (!in)

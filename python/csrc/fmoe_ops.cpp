@@ -13,6 +13,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 #ifdef FMOE_HAS_CUDA
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -62,9 +63,104 @@ void installAtenGemm() {
   });
 }
 
+#ifdef FMOE_HAS_CUDA
+const std::string *attr(const fmoe::format::Command &c, std::string_view name) {
+  for (const auto &[k, v] : c.attrs)
+    if (k == name)
+      return &v;
+  return nullptr;
+}
+int64_t intAttr(const fmoe::format::Command &c, std::string_view name,
+                int64_t fallback) {
+  const std::string *v = attr(c, name);
+  return v ? std::stoll(*v) : fallback;
+}
+
+/// bf16 grouped GEMMs through torch's grouped GEMM (CUTLASS, tensor cores),
+/// with the group sizes read on the device as the runtime's own kernels do.
+/// Layouts torch cannot take (misaligned leading dimensions, other dtypes)
+/// are left to the runtime's kernels.
+bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
+                      const std::vector<BufferRef> &args, void *stream) {
+  bool gather = fn == "fmoe_rt_grouped_gemm_gather";
+  bool wgrad = fn == "fmoe_rt_grouped_wgrad";
+  if (fn != "fmoe_rt_grouped_gemm" && !gather && !wgrad)
+    return false;
+  for (const BufferRef &a : args)
+    if (a.dtype != DType::BF16 && a.dtype != DType::I32)
+      return false;
+  int device = c10::cuda::current_device();
+  c10::cuda::CUDAStreamGuard guard(c10::cuda::getStreamFromExternal(
+      static_cast<cudaStream_t>(stream), device));
+  auto opts = at::TensorOptions().device(at::kCUDA, device);
+  // Views of the runtime's buffers; the device is given, since torch cannot
+  // query it for stream-ordered (memory pool) allocations.
+  auto view = [&](void *data, at::IntArrayRef sizes, at::ScalarType type) {
+    return at::for_blob(data, sizes)
+        .options(opts.dtype(type))
+        .target_device(at::Device(at::kCUDA, device))
+        .make_tensor();
+  };
+  auto matrix = [&](const BufferRef &b, int64_t ld) {
+    return view(b.data, {b.numel / ld, ld}, at::kBFloat16);
+  };
+  // 16-byte alignment of every row start, as torch's grouped GEMM requires.
+  auto aligned = [](int64_t elems) { return elems % 8 == 0; };
+  int64_t local = intAttr(c, "local_experts", 1);
+  const BufferRef &offBuf = args.back();
+  int64_t groups = offBuf.numel - 1, perExpert = groups / local;
+  at::Tensor offsets = view(offBuf.data, {offBuf.numel}, at::kInt);
+  at::Tensor offs =
+      offsets.slice(0, perExpert, groups + 1, perExpert).contiguous();
+  if (wgrad) {
+    int64_t m = intAttr(c, "m", 0), n = intAttr(c, "n", 0);
+    int64_t lda = intAttr(c, "lda", m), ldb = intAttr(c, "ldb", n);
+    int64_t aCol = intAttr(c, "a_col", 0);
+    if (!aligned(lda) || !aligned(ldb) || !aligned(aCol) || !aligned(m) ||
+        !aligned(n))
+      return false;
+    at::Tensor a = matrix(args[0], lda).slice(1, aCol, aCol + m);
+    at::Tensor b = matrix(args[1], ldb).slice(1, 0, n);
+    at::Tensor dw = view(args[2].data, {local, m, n}, at::kBFloat16);
+    dw.copy_(at::_grouped_mm(a.t(), b, offs));
+    return true;
+  }
+  int64_t n = intAttr(c, "n", 0), k = intAttr(c, "k", 0);
+  int64_t lda = intAttr(c, "lda", k), ldc = intAttr(c, "ldc", n);
+  int64_t aCol = intAttr(c, "a_col", 0), cCol = intAttr(c, "c_col", 0);
+  bool nt = attr(c, "layout") && *attr(c, "layout") == "nt";
+  bool accumulate = attr(c, "accumulate") && *attr(c, "accumulate") == "true";
+  if (!aligned(lda) || !aligned(aCol) || !aligned(k) || !aligned(n))
+    return false;
+  const BufferRef &wBuf = args[gather ? 2 : 1];
+  const BufferRef &cBuf = args[gather ? 3 : 2];
+  at::Tensor a = matrix(args[0], lda).slice(1, aCol, aCol + k);
+  if (gather) {
+    at::Tensor idx = view(args[1].data, {args[1].numel}, at::kInt);
+    a = a.index_select(0, idx.clamp_min(0).to(at::kLong));
+  }
+  at::Tensor w =
+      nt ? view(wBuf.data, {local, n, k}, at::kBFloat16).transpose(1, 2)
+         : view(wBuf.data, {local, k, n}, at::kBFloat16);
+  at::Tensor out = at::_grouped_mm(a, w, offs);
+  at::Tensor dst = matrix(cBuf, ldc).slice(1, cCol, cCol + n);
+  if (accumulate)
+    dst.add_(out);
+  else
+    dst.copy_(out);
+  return true;
+}
+#endif
+
 int64_t load(const std::string &path) {
   static std::once_flag gemmOnce;
-  std::call_once(gemmOnce, installAtenGemm);
+  std::call_once(gemmOnce, [] {
+    installAtenGemm();
+#ifdef FMOE_HAS_CUDA
+    if (!std::getenv("FMOE_NO_TORCH_GEMM"))
+      CudaLibraryHook::set(torchGroupedGemm);
+#endif
+  });
   std::shared_ptr<CompiledModule> m;
   try {
     m = CompiledModule::load(path);

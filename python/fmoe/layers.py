@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from .gates import BaseGate, NaiveGate
+from .gates import NaiveGate
 
 __all__ = [
     "FMoELinear",
@@ -278,7 +278,7 @@ class FMoE(nn.Module):
             import warnings
 
             warnings.warn(
-                "FMoE: mp_group is deprecated, use slice_group", DeprecationWarning, stacklevel=2
+                "FMoE: mp_group is deprecated, use slice_group", FutureWarning, stacklevel=2
             )
             self.slice_group = mp_group
         if self.slice_group is None:

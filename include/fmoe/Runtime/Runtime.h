@@ -106,6 +106,19 @@ struct CpuGemm {
 };
 std::unique_ptr<Backend> createCpuBackend();
 
+/// An optional provider of library commands for the CUDA backend (the
+/// PyTorch extension installs one that runs bf16 grouped GEMMs through
+/// torch's CUTLASS-based grouped GEMM). Called with the library function's
+/// base name (no dtype suffix); returns false to let the backend's own
+/// kernels run the command.
+struct CudaLibraryHook {
+  using Fn =
+      std::function<bool(std::string_view function, const format::Command &cmd,
+                         const std::vector<BufferRef> &args, void *stream)>;
+  static void set(Fn fn);
+  static const Fn &get();
+};
+
 /// The CUDA backend (PTX through the driver API, grouped GEMMs reading their
 /// group sizes on the device) on `stream` (a CUstream; null = the legacy
 /// default stream). Throws Error when this build has no CUDA support or no

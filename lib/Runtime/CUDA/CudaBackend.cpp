@@ -553,6 +553,9 @@ void CudaBackend::call(const format::Command &cmd,
                        const std::vector<BufferRef> &args) {
   Attrs attrs(cmd);
   LibraryTarget target = splitTarget(cmd.target);
+  if (const CudaLibraryHook::Fn &hook = CudaLibraryHook::get())
+    if (hook(target.base, cmd, args, stream))
+      return;
   if (target.base == "fmoe_rt_memset")
     return memset(attrs, args);
   if (target.base == "fmoe_rt_grouped_gemm")
