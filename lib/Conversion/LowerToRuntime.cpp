@@ -122,11 +122,12 @@ struct KB {
     return memref::AtomicRMWOp::create(b, loc, arith::AtomicRMWKind::addi, v,
                                        mem, ValueRange{idx});
   }
-  /// for i in [lb, ub): iter = body(i, iter).
+  /// for i in [lb, ub) by `step`: iter = body(i, iter).
   ValueRange loop(Value lb, Value ub, ValueRange init,
-                  function_ref<SmallVector<Value>(Value, ValueRange)> body) {
+                  function_ref<SmallVector<Value>(Value, ValueRange)> body,
+                  int64_t step = 1) {
     auto forOp = scf::ForOp::create(
-        b, loc, lb, ub, c(1), init,
+        b, loc, lb, ub, c(step), init,
         [&](OpBuilder &nb, Location, Value iv, ValueRange args) {
           OpBuilder::InsertionGuard g(b);
           b.setInsertionPoint(nb.getInsertionBlock(), nb.getInsertionPoint());
@@ -134,6 +135,14 @@ struct KB {
           scf::YieldOp::create(b, loc, next);
         });
     return forOp.getResults();
+  }
+  /// The sum of `v` over the 32 lanes of a warp, in every lane.
+  Value warpSum(Value v) {
+    for (int32_t offset : {16, 8, 4, 2, 1})
+      v = add(v, gpu::ShuffleOp::create(b, loc, v, offset, 32,
+                                        gpu::ShuffleMode::XOR)
+                     .getShuffleResult());
+    return v;
   }
   void when(Value cond, function_ref<void()> body) {
     auto ifOp = scf::IfOp::create(b, loc, cond, /*withElseRegion=*/false);
@@ -454,18 +463,37 @@ private:
   // Forward stages
   //===--------------------------------------------------------------------===//
 
-  /// logits[t, e] = bias[e] + sum_d x[t, d] * w[e, d].
-  static void gateBody(KB &k, Value t, Value x, Value w, Value bias,
-                       Value logits, int64_t e, int64_t d) {
-    for (int64_t j = 0; j < e; ++j) {
-      Value init = bias ? k.ld(bias, k.c(j)) : k.f(0.0);
-      Value acc = k.loop(k.c(0), k.c(d), init, [&](Value dd, ValueRange a) {
-        Value xv = k.ld(x, k.add(k.mul(t, k.c(d)), dd));
-        Value wv = k.ld(w, k.add(k.c(j * d), dd));
-        return SmallVector<Value>{k.add(a[0], k.mul(xv, wv))};
-      })[0];
-      k.st(acc, logits, k.add(k.mul(t, k.c(e)), k.c(j)));
-    }
+  /// logits[t, e] = bias[e] + sum_d x[t, d] * w[e, d], one warp per token
+  /// (`i` is the thread): each lane sums every 32nd column for every expert
+  /// (coalesced loads), the lanes reduce by shuffles, and lane 0 stores.
+  /// Returns the token and whether this thread is lane 0.
+  static std::pair<Value, Value> gateBody(KB &k, Value i, Value x, Value w,
+                                          Value bias, Value logits, int64_t e,
+                                          int64_t d) {
+    Value t = k.div(i, k.c(32)), lane = k.rem(i, k.c(32));
+    SmallVector<Value> zeros(e, k.f(0.0));
+    ValueRange partial = k.loop(
+        lane, k.c(d), zeros,
+        [&](Value dd, ValueRange a) {
+          Value xv = k.ld(x, k.add(k.mul(t, k.c(d)), dd));
+          SmallVector<Value> next;
+          for (int64_t j = 0; j < e; ++j)
+            next.push_back(
+                k.add(a[j], k.mul(xv, k.ld(w, k.add(k.c(j * d), dd)))));
+          return next;
+        },
+        /*step=*/32);
+    SmallVector<Value> sums;
+    for (Value p : partial)
+      sums.push_back(k.warpSum(p));
+    Value lane0 = k.cmpi(arith::CmpIPredicate::eq, lane, k.c(0));
+    k.when(lane0, [&] {
+      for (int64_t j = 0; j < e; ++j) {
+        Value v = bias ? k.add(sums[j], k.ld(bias, k.c(j))) : sums[j];
+        k.st(v, logits, k.add(k.mul(t, k.c(e)), k.c(j)));
+      }
+    });
+    return {t, lane0};
   }
 
   /// Top-k of logits[t, :] (ties to the lower id), then the scores.
@@ -546,9 +574,9 @@ private:
     if (bias)
       args.push_back(mem(op.getBias()));
     args.push_back(logits);
-    launch(op, "gate", args, rowsOf(op.getInput()),
-           [&](KB &k, Value t, ValueRange a, Value) {
-             gateBody(k, t, a[0], a[1], bias ? a[2] : Value(), a.back(), e, d);
+    launch(op, "gate", args, rowsOf(op.getInput()) * 32,
+           [&](KB &k, Value i, ValueRange a, Value) {
+             gateBody(k, i, a[0], a[1], bias ? a[2] : Value(), a.back(), e, d);
            });
     return success();
   }
@@ -583,12 +611,16 @@ private:
     args.append({logits, indices, scores, counts});
     GateKind kind = op.getGate();
     bool renorm = op.getRenormalize();
-    launch(op, "gate_route", args, rows,
-           [&](KB &k, Value t, ValueRange a, Value) {
+    launch(op, "gate_route", args, rows * 32,
+           [&](KB &k, Value i, ValueRange a, Value) {
              unsigned o = bias ? 3 : 2;
-             gateBody(k, t, a[0], a[1], bias ? a[2] : Value(), a[o], e, d);
-             routeBody(k, t, a[o], a[o + 1], a[o + 2], a[o + 3], e, topK, kind,
-                       renorm);
+             std::pair<Value, Value> gate =
+                 gateBody(k, i, a[0], a[1], bias ? a[2] : Value(), a[o], e, d);
+             Value t = gate.first, lane0 = gate.second;
+             k.when(lane0, [&] {
+               routeBody(k, t, a[o], a[o + 1], a[o + 2], a[o + 3], e, topK,
+                         kind, renorm);
+             });
            });
     return success();
   }
@@ -1181,30 +1213,60 @@ private:
                                     k.ld(a[1], k.add(k.c(j * d), col))));
              k.st(acc, a[3], i);
            });
-    Value dw = define(op.getGradWeight(), {0, e});
-    launch(op, "gate_grad_weight", {dl, x, dw}, {0, e * d},
+    // dW = dlᵀ x and db = column sums of dl reduce over all T tokens: each
+    // of kChunks slices of the tokens is summed by its own threads and added
+    // into an f32 accumulator, then stored in the weight's type.
+    constexpr int64_t kChunks = 64;
+    int64_t cols = d + (op.getGradBias() ? 1 : 0);
+    auto acc = memref::AllocOp::create(
+        b, op.getLoc(), MemRefType::get({ShapedType::kDynamic}, b.getF32Type()),
+        ValueRange{lin({0, e * cols})});
+    acc->setAttr("fmoe.rows", b.getDenseI64ArrayAttr({0, e}));
+    acc->setAttr("fmoe.cols", b.getI64IntegerAttr(cols));
+    temps.push_back(acc);
+    memset(op, acc, 0);
+    launch(op, "gate_grad_weight", {dl, x, acc}, {0, e * cols * kChunks},
            [&](KB &k, Value i, ValueRange a, Value t) {
-             Value ex = k.div(i, k.c(d)), col = k.rem(i, k.c(d));
-             Value s =
-                 k.loop(k.c(0), t, k.f(0.0), [&](Value r, ValueRange acc) {
-                   Value g = k.ld(a[0], k.add(k.mul(r, k.c(e)), ex));
-                   Value v = k.ld(a[1], k.add(k.mul(r, k.c(d)), col));
-                   return SmallVector<Value>{k.add(acc[0], k.mul(g, v))};
-                 })[0];
-             k.st(s, a[2], i);
-           });
+             Value chunk = k.div(i, k.c(e * cols)),
+                   idx = k.rem(i, k.c(e * cols));
+             Value ex = k.div(idx, k.c(cols)), col = k.rem(idx, k.c(cols));
+             Value per = k.div(k.add(t, k.c(kChunks - 1)), k.c(kChunks));
+             Value lo = k.mul(chunk, per);
+             Value hi = arith::MinUIOp::create(k.b, k.loc, k.add(lo, per), t);
+             lo = arith::MinUIOp::create(k.b, k.loc, lo, t);
+             // Column d (when there is a bias) is the bias: a column of ones.
+             Value isBias = k.cmpi(arith::CmpIPredicate::eq, col, k.c(d));
+             Value safeCol = k.sel(isBias, k.c(0), col);
+             Value sum = k.loop(lo, hi, k.f(0.0), [&](Value r, ValueRange s) {
+               Value g = k.ld(a[0], k.add(k.mul(r, k.c(e)), ex));
+               Value v = k.ld(a[1], k.add(k.mul(r, k.c(d)), safeCol));
+               v = k.sel(isBias, k.f(1.0), v);
+               return SmallVector<Value>{k.add(s[0], k.mul(g, v))};
+             })[0];
+             memref::AtomicRMWOp::create(k.b, k.loc, arith::AtomicRMWKind::addf,
+                                         sum, a[2], ValueRange{idx});
+           },
+           {b.getNamedAttr("chunks", b.getI64IntegerAttr(kChunks))});
+    Value dw = define(op.getGradWeight(), {0, e});
+    SmallVector<Value> outs{acc, dw};
+    Value db;
     if (op.getGradBias()) {
-      Value db = define(op.getGradBias(), {0, e});
-      launch(op, "gate_grad_bias", {dl, db}, {0, e},
-             [&](KB &k, Value ex, ValueRange a, Value t) {
-               Value s =
-                   k.loop(k.c(0), t, k.f(0.0), [&](Value r, ValueRange acc) {
-                     return SmallVector<Value>{k.add(
-                         acc[0], k.ld(a[0], k.add(k.mul(r, k.c(e)), ex)))};
-                   })[0];
-               k.st(s, a[1], ex);
-             });
+      db = define(op.getGradBias(), {0, e});
+      outs.push_back(db);
     }
+    launch(op, "gate_grad_store", outs, {0, e * cols},
+           [&](KB &k, Value i, ValueRange a, Value) {
+             Value ex = k.div(i, k.c(cols)), col = k.rem(i, k.c(cols));
+             Value v = k.ld(a[0], i);
+             if (cols == d) {
+               k.st(v, a[1], i);
+               return;
+             }
+             Value isBias = k.cmpi(arith::CmpIPredicate::eq, col, k.c(d));
+             k.when(isBias, [&] { k.st(v, a[2], ex); });
+             k.when(k.cmpi(arith::CmpIPredicate::ult, col, k.c(d)),
+                    [&] { k.st(v, a[1], k.add(k.mul(ex, k.c(d)), col)); });
+           });
     return success();
   }
 

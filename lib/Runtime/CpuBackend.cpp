@@ -698,23 +698,25 @@ private:
           dx.set(tk * d + j, s);
         }
     } else if (k == "gate_grad_weight") {
-      View dl = v(a, 0), x = v(a, 1), dw = v(a, 2);
-      int64_t e = dl.cols(), d = x.cols();
+      // acc[e, c] += Σ_t dl[t, e] · x[t, c]; column d (when present) is the
+      // bias, whose input is a column of ones.
+      View dl = v(a, 0), x = v(a, 1), acc = v(a, 2);
+      int64_t e = dl.cols(), d = x.cols(), cols = acc.cols();
       for (int64_t ex = 0; ex < e; ++ex)
-        for (int64_t j = 0; j < d; ++j) {
+        for (int64_t j = 0; j < cols; ++j) {
           float s = 0;
           for (int64_t tk = 0; tk < t; ++tk)
-            s += dl.f(tk * e + ex) * x.f(tk * d + j);
-          dw.set(ex * d + j, s);
+            s += dl.f(tk * e + ex) * (j == d ? 1.0f : x.f(tk * d + j));
+          acc.set(ex * cols + j, acc.f(ex * cols + j) + s);
         }
-    } else if (k == "gate_grad_bias") {
-      View dl = v(a, 0), db = v(a, 1);
-      int64_t e = dl.cols();
+    } else if (k == "gate_grad_store") {
+      View acc = v(a, 0), dw = v(a, 1);
+      int64_t e = acc.rows(), cols = acc.cols(), d = dw.cols();
       for (int64_t ex = 0; ex < e; ++ex) {
-        float s = 0;
-        for (int64_t tk = 0; tk < t; ++tk)
-          s += dl.f(tk * e + ex);
-        db.set(ex, s);
+        for (int64_t j = 0; j < d; ++j)
+          dw.set(ex * d + j, acc.f(ex * cols + j));
+        if (cols > d)
+          View{&a[2]}.set(ex, acc.f(ex * cols + d));
       }
     } else {
       throw Error("cpu backend: no implementation of kernel '" + k + "' (" +

@@ -147,13 +147,22 @@ def _load(path: Path) -> _ModuleInfo:
     return info
 
 
+_stamps: Dict[Path, str] = {}
+
+
+def _compiler_stamp(compiler: Path) -> str:
+    """A hash of the compiler binary: a module compiled by another build of the
+    compiler is compiled again when this one is at hand."""
+    if compiler not in _stamps:
+        _stamps[compiler] = hashlib.sha256(compiler.read_bytes()).hexdigest()[:16]
+    return _stamps[compiler]
+
+
 def _compile_ir(ir: str, name: str, options: Dict[str, Any], recompile: bool) -> _ModuleInfo:
     compiler = _compiler()
-    version = ""
-    if compiler is not None:
-        version = subprocess.run([str(compiler), "--version"], capture_output=True, text=True).stdout
-    # Modules made by a runtime-only install cannot include the compiler's
-    # version string, so the key uses the ABI tag, which both sides know.
+    # The key holds what both a compiler machine and a runtime-only machine
+    # know (IR, options, ABI tag); the compiler's own identity is kept beside
+    # the module, so the machine that has the compiler notices a stale module.
     key_text = "\n".join([COMPILER_ABI, repr(sorted(options.items())), ir])
     key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
     directory = cache_dir()
@@ -162,6 +171,9 @@ def _compile_ir(ir: str, name: str, options: Dict[str, Any], recompile: bool) ->
     source = directory / f"{name}-{key}.mlir"
     if not source.exists():
         source.write_text(ir)
+    stamp = directory / f"{name}-{key}.stamp"
+    if compiler is not None and target.exists() and not recompile:
+        recompile = not stamp.exists() or stamp.read_text() != _compiler_stamp(compiler)
     if recompile or not target.exists():
         if compiler is None:
             raise CompileError(
@@ -177,7 +189,7 @@ def _compile_ir(ir: str, name: str, options: Dict[str, Any], recompile: bool) ->
         if done.returncode != 0:
             raise CompileError(f"{name}: fmoe-compile failed:\n{done.stderr.strip()}")
         os.replace(str(target) + ".tmp", target)
-    del version
+        stamp.write_text(_compiler_stamp(compiler))
     return _load(target)
 
 

@@ -32,7 +32,7 @@
 // GELU-SAME: .entry moe_gelu_backward_route_grad(
 // GELU-SAME: .entry moe_gelu_backward_gate_grad_input(
 // GELU-SAME: .entry moe_gelu_backward_gate_grad_weight(
-// GELU-SAME: .entry moe_gelu_backward_gate_grad_bias(
+// GELU-SAME: .entry moe_gelu_backward_gate_grad_store(
 
 // EP4: shard.grid @fmoe_grid_4(shape = 4)
 // EP4-LABEL: func.func @moe_gelu_ep4(

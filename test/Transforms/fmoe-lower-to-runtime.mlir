@@ -13,7 +13,7 @@
 // CHECK: %[[COUNTS:.*]] = memref.alloc(%{{.*}}) {fmoe.cols = 1 : i64, fmoe.rows = array<i64: 0, 4>} : memref<?xi32>
 // CHECK: call @fmoe_rt_memset(%[[COUNTS]]) {byte = 0 : i64, fmoe.op = "fmoe.gate_route"}
 // CHECK: gpu.launch_func @fmoe_kernels::@layer_gate_route blocks in
-// CHECK-SAME: fmoe.block = 256 : i64, fmoe.kernel = "gate_route", fmoe.op = "fmoe.gate_route", fmoe.work = array<i64: 1, 0>
+// CHECK-SAME: fmoe.block = 256 : i64, fmoe.kernel = "gate_route", fmoe.op = "fmoe.gate_route", fmoe.work = array<i64: 32, 0>
 // CHECK: gpu.launch_func @fmoe_kernels::@layer_offsets
 // CHECK-SAME: fmoe.param.top_k = 2 : i64
 // CHECK-SAME: fmoe.work = array<i64: 0, 1>
@@ -46,11 +46,12 @@
 // CHECK: @fmoe_kernels::@layer_backward_route_grad
 // CHECK: @fmoe_kernels::@layer_backward_gate_grad_input
 // CHECK: @fmoe_kernels::@layer_backward_gate_grad_weight
-// CHECK: @fmoe_kernels::@layer_backward_gate_grad_bias
+// CHECK: @fmoe_kernels::@layer_backward_gate_grad_store
 
 // CHECK: gpu.module @fmoe_kernels
 // CHECK: gpu.func @layer_gate_route(
 // CHECK-SAME: kernel
+// CHECK: gpu.shuffle xor
 // CHECK: memref.atomic_rmw addi
 // CHECK: gpu.func @layer_bias_act(
 // CHECK: math.erf
