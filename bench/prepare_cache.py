@@ -25,4 +25,11 @@ for e, k, act, dt in test_gpu.GPU_CONFIGS:
 for s in bench_moe.SHAPES.values():
     fmoe.compile(bench_moe.make_layer(s, device="meta"))
     count += 1
+# The demo's MoE layers (examples/train_lm.py), for running it on the GPU.
+sys.path.insert(0, str(ROOT / "examples"))
+import train_lm  # noqa: E402
+
+with torch.device("meta"):
+    fmoe.compile(train_lm.MoELM(96, context=64))
+count += 1
 print(f"compiled {count} layers into {fmoe.compiler.cache_dir()}")

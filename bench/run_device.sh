@@ -17,5 +17,7 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DFMOE_ENABLE_COMPIL
   && ninja -C build-gpu fmoe_ops > "$out/build.log" 2>&1 || { tail -30 "$out/cmake.log" "$out/build.log"; exit 1; }
 echo "== GPU tests"
 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$out/gpu-tests.log" | tail -25
+echo "== demo (60 steps on the GPU)"
+python3 examples/train_lm.py --steps 60 --out "$out" 2>&1 | tr '\r' '\n' | grep -v '^\[' | tee "$out/demo.log"
 echo "== benchmark"
 python3 bench/bench_moe.py --json "$out/bench.json" "$@" 2>&1 | tee "$out/bench.log"

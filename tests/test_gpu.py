@@ -79,16 +79,20 @@ def test_gpu_matches_brute_force_and_cpu_backend(e, k, act, dt):
             continue
         grads_ref = torch.autograd.grad(yr, [xr, *ref_layer.parameters()], g.double())
         names = ["input"] + [n for n, _ in cpu_layer.named_parameters()]
-        # In 16-bit storage the gate's gradient is a difference of rounded
-        # dot products (ill-conditioned for a single token). fmoe rounds the
-        # GEMM result and then the bias sum (until the bias moves into the
-        # GEMM epilogue), so hold it to three times eager PyTorch's own error
-        # there.
+        # The gate's gradient is a difference of dot products (the scores'
+        # gradients), ill-conditioned for a single token: its error grows with
+        # the cancellation whatever the summation order, so it is held to ten
+        # times eager PyTorch's own error on the same input. In 16-bit
+        # storage fmoe also rounds the GEMM result and then the bias sum
+        # (until the bias moves into the GEMM epilogue): every gradient is
+        # held to three times eager's error there.
         _, grads_eager = run(copy.deepcopy(cpu_layer).cuda(), x.cuda(), g.cuda())
         for n, a, b, c in zip(names, grads, grads_ref, grads_eager):
             tol = TOL[dtype] * (4 if dtype != torch.float32 else 1)
             if dtype != torch.float32:
                 tol = max(tol, 3 * rel_err(c, b))
+            if n.startswith("gate."):
+                tol = max(tol, 10 * rel_err(c, b))
             assert rel_err(a, b) <= tol, f"grad {n} {shape}: {rel_err(a, b)} (eager {rel_err(c, b)})"
         # The CPU backend on the same inputs (the oracle of the CUDA backend).
         if dtype == torch.float32:

@@ -738,12 +738,22 @@ private:
   /// owns groups [l*S, (l+1)*S), S = groups / local (one per source rank).
   static Value localExpertOf(KB &k, Value offsets, Value r, int64_t groups,
                              int64_t local) {
+    // Binary search for the last group starting at or before r (empty
+    // groups share their start with the next one, which wins).
     Value ri = k.toI32(r);
-    Value g = k.loop(k.c(1), k.c(groups), k.c(0), [&](Value j, ValueRange a) {
-      Value past = k.cmpi(arith::CmpIPredicate::sge, ri, k.ld(offsets, j));
-      return SmallVector<Value>{k.sel(past, j, a[0])};
-    })[0];
-    return k.div(g, k.c(groups / local));
+    int64_t steps = 0;
+    while ((int64_t(1) << steps) < groups)
+      ++steps;
+    ValueRange range =
+        k.loop(k.c(0), k.c(steps), ValueRange{k.c(0), k.c(groups)},
+               [&](Value, ValueRange a) {
+                 Value mid = k.div(k.add(a[0], a[1]), k.c(2));
+                 Value atOrBefore =
+                     k.cmpi(arith::CmpIPredicate::sle, k.ld(offsets, mid), ri);
+                 return SmallVector<Value>{k.sel(atOrBefore, mid, a[0]),
+                                           k.sel(atOrBefore, a[1], mid)};
+               });
+    return k.div(range[0], k.c(groups / local));
   }
 
   /// The expert MLP on grouped rows: fc1 (optionally through a gather), bias
@@ -925,18 +935,24 @@ private:
            });
     launch(op, "combine_grad_scores",
            {mem(op.getGradOutput()), mem(op.getY()), mem(op.getSlotPos()), ds},
-           tokensRows * topK, [&](KB &k, Value slot, ValueRange a, Value) {
+           tokensRows * (topK * 32), [&](KB &k, Value i, ValueRange a, Value) {
+             // One warp per (token, slot): lanes stride over d_model.
+             Value slot = k.div(i, k.c(32)), lane = k.rem(i, k.c(32));
              Value t = k.div(slot, k.c(topK));
              Value pos = k.toIndex(k.ld(a[2], slot));
              Value valid = k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0));
              Value safe = k.sel(valid, pos, k.c(0));
-             Value dot =
-                 k.loop(k.c(0), k.c(d), k.f(0.0), [&](Value j, ValueRange acc) {
+             Value part = k.loop(
+                 lane, k.c(d), k.f(0.0),
+                 [&](Value j, ValueRange acc) {
                    Value g = k.ld(a[0], k.add(k.mul(t, k.c(d)), j));
                    Value y = k.ld(a[1], k.add(k.mul(safe, k.c(d)), j));
                    return SmallVector<Value>{k.add(acc[0], k.mul(g, y))};
-                 })[0];
-             k.st(k.sel(valid, dot, k.f(0.0)), a[3], slot);
+                 },
+                 /*step=*/32)[0];
+             Value dot = k.warpSum(part);
+             k.when(k.cmpi(arith::CmpIPredicate::eq, lane, k.c(0)),
+                    [&] { k.st(k.sel(valid, dot, k.f(0.0)), a[3], slot); });
            });
     return success();
   }
