@@ -3,9 +3,10 @@
 Each supported layer (a :class:`fmoe.FMoETransformerMLP`) becomes one
 ``fmoe.moe`` op in MLIR text, which ``fmoe-compile`` (the compiler's CLI)
 turns into a compiled module. Modules are cached under ``$FMOE_CACHE_DIR``
-(default ``~/.cache/fmoe``) by a hash of the IR, the options, the compiler
-version and the target, so a machine without the compiler (the runtime-only
-GPU node) can load modules compiled elsewhere.
+(default ``~/.cache/fmoe``) by a hash of the IR, the options (the target
+among them) and the compiler ABI tag, so a machine without the compiler (the
+runtime-only GPU node) can load modules compiled elsewhere; where the
+compiler is present, a module made by another build of it is compiled again.
 """
 
 from __future__ import annotations

@@ -81,6 +81,29 @@ __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) {
 /// accumulators: every row gets exactly its own expert's product. A tile
 /// straddling a boundary costs one more pass; there are at most
 /// (local experts - 1) such tiles per column of tiles.
+/// acc += the product of the staged tiles (aTile: k x m, bTile: k x n), each
+/// thread owning kPerThreadM x kPerThreadN outputs strided over the tile.
+__device__ __forceinline__ void
+multiplyTiles(const float (&aTile)[kTileK][kTileM + kPad],
+              const float (&bTile)[kTileK][kTileN + kPad], int tx, int ty,
+              float (&acc)[kPerThreadM][kPerThreadN]) {
+#pragma unroll 8
+  for (int kk = 0; kk < kTileK; ++kk) {
+    float av[kPerThreadM], bv[kPerThreadN];
+#pragma unroll
+    for (int i = 0; i < kPerThreadM; ++i)
+      av[i] = aTile[kk][ty + i * kThreadsY];
+#pragma unroll
+    for (int j = 0; j < kPerThreadN; ++j)
+      bv[j] = bTile[kk][tx + j * kThreadsX];
+#pragma unroll
+    for (int i = 0; i < kPerThreadM; ++i)
+#pragma unroll
+      for (int j = 0; j < kPerThreadN; ++j)
+        acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+  }
+}
+
 template <typename T, bool NT, bool Gather>
 __global__ void __launch_bounds__(kThreads)
     groupedGemmKernel(GroupedGemmArgs p) {
@@ -186,21 +209,7 @@ __global__ void __launch_bounds__(kThreads)
         bTile[kk][nn] = v;
       }
       __syncthreads();
-#pragma unroll 8
-      for (int kk = 0; kk < kTileK; ++kk) {
-        float av[kPerThreadM], bv[kPerThreadN];
-#pragma unroll
-        for (int i = 0; i < kPerThreadM; ++i)
-          av[i] = aTile[kk][ty + i * kThreadsY];
-#pragma unroll
-        for (int j = 0; j < kPerThreadN; ++j)
-          bv[j] = bTile[kk][tx + j * kThreadsX];
-#pragma unroll
-        for (int i = 0; i < kPerThreadM; ++i)
-#pragma unroll
-          for (int j = 0; j < kPerThreadN; ++j)
-            acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
-      }
+      multiplyTiles(aTile, bTile, tx, ty, acc);
     }
   }
 
@@ -275,21 +284,7 @@ __global__ void __launch_bounds__(kThreads)
       bTile[kk][jj] = v;
     }
     __syncthreads();
-#pragma unroll 8
-    for (int kk = 0; kk < kTileK; ++kk) {
-      float av[kPerThreadM], bv[kPerThreadN];
-#pragma unroll
-      for (int i = 0; i < kPerThreadM; ++i)
-        av[i] = aTile[kk][ty + i * kThreadsY];
-#pragma unroll
-      for (int j = 0; j < kPerThreadN; ++j)
-        bv[j] = bTile[kk][tx + j * kThreadsX];
-#pragma unroll
-      for (int i = 0; i < kPerThreadM; ++i)
-#pragma unroll
-        for (int j = 0; j < kPerThreadN; ++j)
-          acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
-    }
+    multiplyTiles(aTile, bTile, tx, ty, acc);
   }
 
   // Written even when the expert has no rows: its gradient is zero.
