@@ -8,4 +8,4 @@ if [ ! -f "$build/build.ninja" ]; then
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DPython3_EXECUTABLE="$(command -v python3)"
 fi
-ninja -C "$build" fmoe-opt fmoe-compile fmoe-module-check fmoe-unittests fmoe_ops mlir-doc
+ninja -C "$build" fmoe-opt fmoe-compile fmoe-module-check fmoe-unittests fmoe-runtime-tests fmoe_ops mlir-doc
