@@ -351,21 +351,24 @@ private:
     auto shaped = cast<ShapedType>(result.getType());
     if (!shaped.isDynamicDim(0))
       rows = {0, shaped.getDimSize(0)};
-    Value mem;
-    if (Value out = outputs.lookup(result)) {
-      mem = out;
-    } else {
-      auto alloc = memref::AllocOp::create(
-          b, result.getLoc(), cast<MemRefType>(flat(result.getType())),
-          ValueRange{lin(rows * cols)});
-      alloc->setAttr("fmoe.rows",
-                     b.getDenseI64ArrayAttr({rows.perToken, rows.constant}));
-      alloc->setAttr("fmoe.cols", b.getI64IntegerAttr(cols));
-      mem = alloc;
-      temps.push_back(mem);
-    }
+    Value mem = outputs.lookup(result);
+    if (!mem)
+      mem = temp(result.getLoc(), elementOf(result), rows, cols);
     bufs[result] = {mem, rows, cols};
     return mem;
+  }
+
+  /// A temporary buffer of `rows` x `cols` elements, freed at the end of the
+  /// function (the module writer records its last use).
+  Value temp(Location loc, Type elt, Lin rows, int64_t cols) {
+    auto alloc = memref::AllocOp::create(
+        b, loc, MemRefType::get({ShapedType::kDynamic}, elt),
+        ValueRange{lin(rows * cols)});
+    alloc->setAttr("fmoe.rows",
+                   b.getDenseI64ArrayAttr({rows.perToken, rows.constant}));
+    alloc->setAttr("fmoe.cols", b.getI64IntegerAttr(cols));
+    temps.push_back(alloc);
+    return alloc;
   }
   Value mem(Value v) { return bufs.lookup(v).mem; }
   Lin rowsOf(Value v) { return bufs.lookup(v).rows; }
@@ -633,14 +636,7 @@ private:
     if (op.getCounts()) {
       counts = mem(op.getCounts());
     } else {
-      auto alloc = memref::AllocOp::create(
-          b, op.getLoc(),
-          MemRefType::get({ShapedType::kDynamic}, b.getI32Type()),
-          ValueRange{lin({0, e})});
-      alloc->setAttr("fmoe.rows", b.getDenseI64ArrayAttr({0, e}));
-      alloc->setAttr("fmoe.cols", b.getI64IntegerAttr(1));
-      temps.push_back(alloc);
-      counts = alloc;
+      counts = temp(op.getLoc(), b.getI32Type(), {0, e}, 1);
       memset(op, counts, 0);
       launch(op, "count", {mem(op.getIndices()), counts}, pairs,
              [&](KB &k, Value i, ValueRange a, Value) {
@@ -653,12 +649,7 @@ private:
     Value slotPos = define(op.getSlotPos(), tokensRows);
     Value tokenOf = define(op.getTokenOf(), pairs);
     // cursor[e] (next free row of expert e) and limit[e] (end of its group).
-    auto scratch = memref::AllocOp::create(
-        b, op.getLoc(), MemRefType::get({ShapedType::kDynamic}, b.getI32Type()),
-        ValueRange{lin({0, 2 * e})});
-    scratch->setAttr("fmoe.rows", b.getDenseI64ArrayAttr({0, 2 * e}));
-    scratch->setAttr("fmoe.cols", b.getI64IntegerAttr(1));
-    temps.push_back(scratch);
+    Value scratch = temp(op.getLoc(), b.getI32Type(), {0, 2 * e}, 1);
     SmallVector<int64_t> order;
     if (auto o = op.getExpertOrder())
       order.assign(o->begin(), o->end());
@@ -795,14 +786,7 @@ private:
     if (glu)
       fc1Gemm(up, hidden);
     // Activation epilogue: h keeps the biased pre-activation, a = act(h).
-    auto aAlloc =
-        memref::AllocOp::create(b, op->getLoc(), cast<MemRefType>(h.getType()),
-                                ValueRange{lin(rows * hidden)});
-    aAlloc->setAttr("fmoe.rows",
-                    b.getDenseI64ArrayAttr({rows.perToken, rows.constant}));
-    aAlloc->setAttr("fmoe.cols", b.getI64IntegerAttr(hidden));
-    temps.push_back(aAlloc);
-    Value a = aAlloc;
+    Value a = temp(op->getLoc(), elementOf(hRes), rows, hidden);
     memset(op, a, 0);
     SmallVector<Value> args{h, mem(offsets), a};
     if (fc1Bias)
@@ -894,11 +878,11 @@ private:
     auto grid = SymbolTable::lookupNearestSymbolFrom<shard::GridOp>(
         op, op.getGridAttr());
     int64_t world = grid.getShape()[0];
-    // The receive side holds at most every rank's rows.
-    Lin rows = op.getReverse() ? bufs.lookup(op.getInput()).rows
-                               : rowsOf(op.getInput()) * world;
-    if (op.getReverse())
-      rows = {rows.perToken / world, rows.constant / world};
+    // The receive side holds at most every rank's rows; the reverse
+    // exchange returns to the sender's row count.
+    Lin in = rowsOf(op.getInput());
+    Lin rows = op.getReverse() ? Lin{in.perToken / world, in.constant / world}
+                               : in * world;
     Value out = define(op.getOutput(), rows);
     Value outOffsets = define(op.getOutOffsets(), {0, dim(op.getOffsets(), 0)});
     call(op, "all_to_all",
@@ -989,16 +973,6 @@ private:
     Lin rows = rowsOf(op.getRows());
     Value h = mem(op.getH()), offsets = mem(op.getOffsets());
     Value dyv = mem(op.getGradY()), rowsv = mem(op.getRows());
-    auto temp = [&](Type elt, Lin r, int64_t cols) {
-      auto alloc = memref::AllocOp::create(
-          b, op.getLoc(), MemRefType::get({ShapedType::kDynamic}, elt),
-          ValueRange{lin(r * cols)});
-      alloc->setAttr("fmoe.rows",
-                     b.getDenseI64ArrayAttr({r.perToken, r.constant}));
-      alloc->setAttr("fmoe.cols", b.getI64IntegerAttr(cols));
-      temps.push_back(alloc);
-      return Value(alloc);
-    };
     Type elt = elementOf(op.getGradY());
     auto gemm = [&](StringRef layout, int64_t n, int64_t kdim, int64_t lda,
                     int64_t aCol, int64_t ldc, bool accumulate) {
@@ -1024,7 +998,7 @@ private:
           b.getNamedAttr("local_experts", b.getI64IntegerAttr(local))};
     };
     // a = act(h) again (cheaper to recompute than to keep).
-    Value a = temp(elt, rows, hidden);
+    Value a = temp(op.getLoc(), elt, rows, hidden);
     memset(op, a, 0);
     launch(op, "act", {h, offsets, a}, rows * hidden,
            [&](KB &k, Value i, ValueRange m, Value) {
@@ -1045,11 +1019,11 @@ private:
     if (op.getGradFc2Bias())
       groupColumnSum(op, "fc2_bias_grad", dyv, d, 0, d, offsets, groups, local,
                      define(op.getGradFc2Bias(), {0, local}));
-    Value da = temp(elt, rows, hidden);
+    Value da = temp(op.getLoc(), elt, rows, hidden);
     call(op, "grouped_gemm", {dyv, mem(op.getFc2Weight()), da, offsets},
          gemm("nn", hidden, d, d, 0, hidden, false));
     // dh = da * act'(h) (GLU: gate and up halves).
-    Value dh = temp(elt, rows, hw);
+    Value dh = temp(op.getLoc(), elt, rows, hw);
     memset(op, dh, 0);
     launch(op, "act_grad", {h, da, offsets, dh}, rows * hidden,
            [&](KB &k, Value i, ValueRange m, Value) {
@@ -1234,12 +1208,7 @@ private:
     // into an f32 accumulator, then stored in the weight's type.
     constexpr int64_t kChunks = 64;
     int64_t cols = d + (op.getGradBias() ? 1 : 0);
-    auto acc = memref::AllocOp::create(
-        b, op.getLoc(), MemRefType::get({ShapedType::kDynamic}, b.getF32Type()),
-        ValueRange{lin({0, e * cols})});
-    acc->setAttr("fmoe.rows", b.getDenseI64ArrayAttr({0, e}));
-    acc->setAttr("fmoe.cols", b.getI64IntegerAttr(cols));
-    temps.push_back(acc);
+    Value acc = temp(op.getLoc(), b.getF32Type(), {0, e}, cols);
     memset(op, acc, 0);
     launch(op, "gate_grad_weight", {dl, x, acc}, {0, e * cols * kChunks},
            [&](KB &k, Value i, ValueRange a, Value t) {
