@@ -30,7 +30,8 @@ std::string describe(const format::Buffer &b, int64_t numel) {
 
 void execute(const CompiledModule &module, const format::Program &program,
              Backend &backend, const std::vector<BufferRef> &inputs,
-             const std::vector<BufferRef> &outputs, int64_t tokens) {
+             const std::vector<BufferRef> &outputs, int64_t tokens,
+             Communicator *communicator) {
   if (tokens < 0)
     throw Error("token count must be >= 0, got " + std::to_string(tokens));
   std::vector<BufferRef> bound(program.buffers.size());
@@ -76,6 +77,7 @@ void execute(const CompiledModule &module, const format::Program &program,
                 std::to_string(inputs.size()) + " and " +
                 std::to_string(outputs.size()));
 
+  backend.communicator = communicator;
   std::vector<BufferRef> args;
   for (const format::Command &cmd : program.commands) {
     args.clear();

@@ -46,6 +46,7 @@ int64_t bufferNumel(const format::Buffer &b, int64_t tokens) {
 }
 
 Backend::~Backend() = default;
+Communicator::~Communicator() = default;
 
 static CudaLibraryHook::Fn &hookSlot() {
   static CudaLibraryHook::Fn fn;

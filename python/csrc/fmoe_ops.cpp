@@ -11,6 +11,8 @@
 #include "fmoe/Runtime/Runtime.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/GroupRegistry.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/library.h>
 #ifdef FMOE_HAS_CUDA
 #include <c10/cuda/CUDAFunctions.h>
@@ -235,12 +237,41 @@ Backend &backendFor(const at::Device &device) {
 #endif
 }
 
+/// An expert-parallel group over a torch.distributed process group (gloo on
+/// the CPU). The exchange sizes are host integers, as c10d's all-to-all
+/// takes them.
+class ProcessGroupCommunicator final : public Communicator {
+public:
+  explicit ProcessGroupCommunicator(c10::intrusive_ptr<c10d::ProcessGroup> pg)
+      : pg(std::move(pg)) {}
+  int64_t rank() const override { return pg->getRank(); }
+  int64_t size() const override { return pg->getSize(); }
+  void allToAll(const void *send, const std::vector<int64_t> &sendBytes,
+                void *recv, const std::vector<int64_t> &recvBytes) override {
+    auto opts = at::TensorOptions().dtype(at::kByte);
+    auto bytes = [&](const void *data, const std::vector<int64_t> &sizes) {
+      int64_t n = 0;
+      for (int64_t s : sizes)
+        n += s;
+      return n ? at::from_blob(const_cast<void *>(data), {n}, opts)
+               : at::empty({0}, opts);
+    };
+    at::Tensor in = bytes(send, sendBytes), out = bytes(recv, recvBytes);
+    std::vector<int64_t> inSplit(sendBytes), outSplit(recvBytes);
+    pg->alltoall_base(out, in, outSplit, inSplit)->wait();
+  }
+
+private:
+  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+};
+
 /// Runs program `kind` of module `handle` for `tokens` tokens. Inputs are
 /// contiguous tensors in the program's input order; the outputs are new
 /// flat tensors in its output order.
 std::vector<at::Tensor> run(int64_t handle, const std::string &kind,
                             int64_t tokens,
-                            const std::vector<at::Tensor> &inputs) {
+                            const std::vector<at::Tensor> &inputs,
+                            const std::optional<std::string> &group) {
   std::shared_ptr<CompiledModule> m = moduleOf(handle);
   TORCH_CHECK(!inputs.empty(), "fmoe.run: no inputs");
   at::Device device = inputs[0].device();
@@ -268,7 +299,11 @@ std::vector<at::Tensor> run(int64_t handle, const std::string &kind,
     if (device.is_cuda())
       guard.emplace(device);
 #endif
-    execute(*m, program, backendFor(device), in, out, tokens);
+    std::unique_ptr<Communicator> comm;
+    if (group)
+      comm = std::make_unique<ProcessGroupCommunicator>(
+          c10d::resolve_process_group(*group));
+    execute(*m, program, backendFor(device), in, out, tokens, comm.get());
   } catch (const Error &e) {
     TORCH_CHECK(false, e.what());
   }
@@ -300,8 +335,8 @@ TORCH_LIBRARY(fmoe, m) {
   m.def("output_sizes(int handle, str program, int tokens) -> int[]",
         outputSizes);
   m.def("cuda_backend_available() -> bool", cudaAvailable);
-  m.def(
-      "run(int handle, str program, int tokens, Tensor[] inputs) -> Tensor[]");
+  m.def("run(int handle, str program, int tokens, Tensor[] inputs, "
+        "str? group=None) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(fmoe, CPU, m) { m.impl("run", run); }

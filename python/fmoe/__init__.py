@@ -23,5 +23,6 @@ __all__ = [
 
 from . import compiler
 from .compiler import CompileError, compile
+from .distributed import DistributedGroupedDataParallel
 
-__all__ += ["compiler", "compile", "CompileError"]
+__all__ += ["compiler", "compile", "CompileError", "DistributedGroupedDataParallel"]

@@ -52,7 +52,7 @@ def load_library() -> Path:
 
 def _register_fake() -> None:
     @torch.library.register_fake("fmoe::run")
-    def _run_fake(handle: int, program: str, tokens: int, inputs: Sequence[torch.Tensor]):
+    def _run_fake(handle: int, program: str, tokens: int, inputs: Sequence[torch.Tensor], group=None):
         sizes = torch.ops.fmoe.output_sizes(handle, program, tokens)
         dtypes = _output_dtypes(handle, program)
         device = inputs[0].device
@@ -77,16 +77,20 @@ def _output_dtypes(handle: int, program: str) -> List[torch.dtype]:
 class LayerFunction(torch.autograd.Function):
     """Forward and backward of one compiled MoE layer on ``[T, d_model]`` rows.
 
-    Inputs: the module handle, the layer shape (d_model), the rows and the
+    Inputs: the module handle, the layer shape (d_model), the name of the
+    expert-parallel process group (None on one rank), the rows and the
     weights in the module's operand order. The forward program returns the
     output and the values the backward program reads; those are saved.
     """
 
     @staticmethod
-    def forward(ctx, handle: int, d_model: int, x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx, handle: int, d_model: int, group: Optional[str], x: torch.Tensor, *weights: torch.Tensor
+    ) -> torch.Tensor:
         tokens = x.shape[0]
-        outs = torch.ops.fmoe.run(handle, "forward", tokens, [x, *weights])
+        outs = torch.ops.fmoe.run(handle, "forward", tokens, [x, *weights], group)
         ctx.handle = handle
+        ctx.group = group
         ctx.tokens = tokens
         ctx.save_for_backward(x, *weights, *outs[1:])
         ctx.num_weights = len(weights)
@@ -97,7 +101,7 @@ class LayerFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         x, weights, rest = saved[0], saved[1 : 1 + ctx.num_weights], saved[1 + ctx.num_weights :]
         grads = torch.ops.fmoe.run(
-            ctx.handle, "backward", ctx.tokens, [grad_out.contiguous(), x, *weights, *rest]
+            ctx.handle, "backward", ctx.tokens, [grad_out.contiguous(), x, *weights, *rest], ctx.group
         )
         shaped = [g.view(t.shape) for g, t in zip(grads, (x, *weights))]
-        return (None, None, *shaped)
+        return (None, None, None, *shaped)

@@ -170,8 +170,12 @@ def _compile_ir(ir: str, name: str, options: Dict[str, Any], recompile: bool) ->
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{name}-{key}.fmoe"
     source = directory / f"{name}-{key}.mlir"
+    # Ranks of one node share the cache: every write goes through a file of
+    # this process's own and an atomic rename.
+    tmp = f".{os.getpid()}.tmp"
     if not source.exists():
-        source.write_text(ir)
+        Path(str(source) + tmp).write_text(ir)
+        os.replace(str(source) + tmp, source)
     stamp = directory / f"{name}-{key}.stamp"
     if compiler is not None and target.exists() and not recompile:
         recompile = not stamp.exists() or stamp.read_text() != _compiler_stamp(compiler)
@@ -184,13 +188,14 @@ def _compile_ir(ir: str, name: str, options: Dict[str, Any], recompile: bool) ->
                 + "".join(f" --{k}={v}" for k, v in sorted(options.items()))
                 + f"\nand copy {target.name} into {directory} here (the IR was written to {source})."
             )
-        cmd = [str(compiler), str(source), "-o", str(target) + ".tmp"]
+        cmd = [str(compiler), str(source), "-o", str(target) + tmp]
         cmd += [f"--{k}={v}" for k, v in sorted(options.items())]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise CompileError(f"{name}: fmoe-compile failed:\n{done.stderr.strip()}")
-        os.replace(str(target) + ".tmp", target)
-        stamp.write_text(_compiler_stamp(compiler))
+        os.replace(str(target) + tmp, target)
+        Path(str(stamp) + tmp).write_text(_compiler_stamp(compiler))
+        os.replace(str(stamp) + tmp, stamp)
     return _load(target)
 
 
@@ -236,8 +241,44 @@ class CompiledMoE:
             )
         info = self._fmoe_module_for(inp.dtype)
         rows = inp.reshape(-1, d)
-        out = _ops.LayerFunction.apply(info.handle, d, rows, *params)
+        out = _ops.LayerFunction.apply(info.handle, d, self._fmoe_group, rows, *params)
         return out.reshape(inp.shape)
+
+
+def _expert_group(layer: nn.Module, name: str, world_size: int) -> str:
+    """The name of the process group the layer's experts are spread over."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        raise CompileError(
+            f"cannot compile MoE layer '{name}': world_size={world_size} needs torch.distributed "
+            "to be initialised (e.g. under torchrun) before fmoe.compile"
+        )
+    group = getattr(layer, "moe_group", None) or dist.group.WORLD
+    size = dist.get_world_size(group)
+    if size != world_size:
+        raise CompileError(
+            f"cannot compile MoE layer '{name}': world_size={world_size} but its moe_group has "
+            f"{size} ranks"
+        )
+    return group.group_name
+
+
+def _check_ranks_agree(layer: nn.Module, name: str, info: _ModuleInfo) -> None:
+    """Every rank of the group must run the same compiled module (same layer
+    configuration, placement and options), or the exchanges would mismatch."""
+    import torch.distributed as dist
+
+    group = getattr(layer, "moe_group", None) or dist.group.WORLD
+    mine = info.path.name
+    every: List[Optional[str]] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(every, mine, group=group)
+    if any(other != mine for other in every):
+        raise CompileError(
+            f"cannot compile MoE layer '{name}': the ranks of its group compiled different "
+            f"modules ({', '.join(f'rank {r}: {m}' for r, m in enumerate(every))}); every rank must "
+            "build the layer with the same configuration and compile it with the same options"
+        )
 
 
 _compiled_classes: Dict[type, type] = {}
@@ -260,18 +301,20 @@ def _compile_layer(layer: nn.Module, name: str, options: Dict[str, Any], recompi
         raise CompileError(f"cannot compile MoE layer '{name}': {e}") from None
     if cfg.get("gate_hook") is not None:
         raise CompileError(f"cannot compile MoE layer '{name}': gate_hook is not supported by compiled layers")
+    group_name = None
     if cfg["world_size"] != 1:
-        raise CompileError(
-            f"cannot compile MoE layer '{name}': expert parallelism (world_size={cfg['world_size']}) "
-            "is not supported by this runtime yet"
-        )
+        group_name = _expert_group(layer, name, cfg["world_size"])
     symbol = "moe_" + "".join(c if c.isalnum() else "_" for c in (name or "layer"))
     compiled = copy.copy(layer)
     compiled.__class__ = _compiled_class(type(layer))
     compiled._fmoe_name = symbol
     compiled._fmoe_options = dict(options)
+    compiled._fmoe_group = group_name
     compiled._fmoe_modules = {}
-    compiled._fmoe_modules[cfg["dtype"]] = _compile_ir(emit_mlir(cfg, symbol), symbol, options, recompile)
+    info = _compile_ir(emit_mlir(cfg, symbol), symbol, options, recompile)
+    compiled._fmoe_modules[cfg["dtype"]] = info
+    if group_name is not None:
+        _check_ranks_agree(layer, name, info)
     return compiled
 
 
@@ -287,15 +330,25 @@ def _rebuild(module: nn.Module, prefix: str, options: Dict[str, Any], recompile:
     return new
 
 
-def compile(module: nn.Module, *, recompile: bool = False, chip: str = "sm_90", **options: Any) -> nn.Module:
+def compile(
+    module: nn.Module,
+    *,
+    recompile: bool = False,
+    chip: str = "sm_90",
+    placement: Optional[str] = None,
+    **options: Any,
+) -> nn.Module:
     """Compile every MoE layer of ``module`` (or ``module`` itself if it is one).
 
     Returns a new module of the same structure whose MoE layers run through
     the compiled fmoe runtime. Parameters and buffers are shared with
     ``module``: an optimizer built on ``module.parameters()`` trains the
     compiled model, and both see the same values. ``recompile=True`` ignores
-    the cache. Other keyword options go to ``fmoe-compile`` (e.g.
-    ``strategy="round-robin"``).
+    the cache. ``placement`` chooses where an expert-parallel layer's experts
+    live ("contiguous", FastMoE's and the default; "round-robin"; "balanced"
+    with ``load_profile=<file>``): rank r's local expert slots then hold its
+    experts in ascending global id. Other keyword options go to
+    ``fmoe-compile``.
 
     Raises:
         CompileError: a layer cannot be compiled (the message names the layer
@@ -304,7 +357,9 @@ def compile(module: nn.Module, *, recompile: bool = False, chip: str = "sm_90", 
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"fmoe.compile expects an nn.Module, got {type(module).__name__}")
-    opts = {"chip": chip, **options}
+    opts = {"chip": chip, **{k.replace("_", "-"): v for k, v in options.items()}}
+    if placement is not None:
+        opts["strategy"] = placement
     count = [0]
     compiled = _rebuild(module, "", opts, recompile, count)
     if count[0] == 0:

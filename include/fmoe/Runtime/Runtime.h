@@ -68,9 +68,28 @@ private:
   std::string name;
 };
 
+/// The ranks of an expert-parallel group, as the runtime's exchanges see
+/// them. The PyTorch extension implements it over a torch.distributed
+/// process group.
+class Communicator {
+public:
+  virtual ~Communicator();
+  virtual int64_t rank() const = 0;
+  virtual int64_t size() const = 0;
+  /// All-to-all with variable sizes: sendBytes[r] bytes of `send` (in rank
+  /// order) go to rank r; recvBytes[r] bytes from rank r land in `recv` (in
+  /// rank order). Blocks until done.
+  virtual void allToAll(const void *send, const std::vector<int64_t> &sendBytes,
+                        void *recv, const std::vector<int64_t> &recvBytes) = 0;
+};
+
 /// Where commands run. A backend owns its memory and its execution stream.
 class Backend {
 public:
+  /// The group the exchanges of the program being executed run over (set by
+  /// execute(); null when the layer is not distributed).
+  Communicator *communicator = nullptr;
+
   virtual ~Backend();
   virtual std::string_view name() const = 0;
   virtual void *allocate(size_t bytes) = 0;
@@ -90,7 +109,8 @@ int64_t bufferNumel(const format::Buffer &b, int64_t tokens);
 /// dtype and size and throws Error naming the expected and the actual.
 void execute(const CompiledModule &module, const format::Program &program,
              Backend &backend, const std::vector<BufferRef> &inputs,
-             const std::vector<BufferRef> &outputs, int64_t tokens);
+             const std::vector<BufferRef> &outputs, int64_t tokens,
+             Communicator *communicator = nullptr);
 
 /// The CPU backend: a reference implementation of every command. GEMMs go
 /// through `CpuGemm` (row-major, fp32 accumulate): C[m,n] (+)= A[m,k] B

@@ -1,0 +1,208 @@
+"""Expert parallelism on CPU ranks (gloo): 2 and 4 processes, each holding
+num_expert experts of num_expert × world_size; the expert-parallel compiled
+layer's output and every gradient must equal a single-process layer that
+holds all experts, for every placement strategy. Relative tolerance 1e-5
+(fp32)."""
+
+import os
+import socket
+import sys
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import fmoe
+
+D_MODEL, D_HIDDEN, LOCAL = 16, 24, 2
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rel_err(a, ref):
+    return (a.double() - ref.double()).abs().max().item() / max(ref.abs().max().item(), 1e-6)
+
+
+def rank_of(e, world, strategy):
+    return e // LOCAL if strategy == "contiguous" else e % world
+
+
+def _worker(rank, world, port, strategy, cache, top_k, fail):
+    os.environ["FMOE_CACHE_DIR"] = cache
+    try:
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+            timeout=timedelta(seconds=60),
+        )
+        total = LOCAL * world
+        torch.manual_seed(0)  # the same full layer on every rank
+        ref = fmoe.FMoETransformerMLP(num_expert=total, d_model=D_MODEL, d_hidden=D_HIDDEN, top_k=2)
+        with torch.no_grad():
+            for n, p in ref.named_parameters():
+                if n.endswith("bias"):
+                    p.normal_(0, 0.1)
+        mine = [e for e in range(total) if rank_of(e, world, strategy) == rank]
+        k = top_k[rank] if isinstance(top_k, list) else 2
+        ep = fmoe.FMoETransformerMLP(
+            num_expert=LOCAL, d_model=D_MODEL, d_hidden=D_HIDDEN, top_k=k, world_size=world
+        )
+        with torch.no_grad():
+            ep.gate.gate.weight.copy_(ref.gate.gate.weight)
+            ep.gate.gate.bias.copy_(ref.gate.gate.bias)
+            for lin in ("htoh4", "h4toh"):
+                for p in ("weight", "bias"):
+                    getattr(getattr(ep.experts, lin), p).copy_(getattr(getattr(ref.experts, lin), p)[mine])
+        try:
+            compiled = fmoe.compile(ep, placement=strategy)
+        except fmoe.CompileError as e:
+            if fail == "mismatch" and "compiled different modules" in str(e):
+                return
+            raise
+        assert fail != "mismatch", "mismatched ranks were not detected"
+        torch.manual_seed(100 + rank)  # each rank feeds its own tokens
+        tokens = 5 + 3 * rank
+        x = torch.randn(tokens, D_MODEL, requires_grad=True)
+        g = torch.randn(tokens, D_MODEL)
+        y = compiled(x)
+        x_ref = x.detach().clone().requires_grad_()
+        y_ref = ref(x_ref)
+        assert rel_err(y, y_ref) <= 1e-5, f"rank {rank} output: {rel_err(y, y_ref)}"
+        ep_params = dict(ep.named_parameters())
+        grads = torch.autograd.grad(y, [x, *ep_params.values()], g)
+        ref_params = dict(ref.named_parameters())
+        grads_ref = torch.autograd.grad(y_ref, [x_ref, *ref_params.values()], g)
+        got = dict(zip(["input", *ep_params], grads))
+        want = dict(zip(["input", *ref_params], grads_ref))
+        assert rel_err(got["input"], want["input"]) <= 1e-5, f"rank {rank} input grad"
+        for n in ref_params:
+            w = want[n]
+            if n.startswith("experts."):
+                # The experts see every rank's tokens: their reference gradient
+                # is the sum over the ranks, sliced to this rank's experts.
+                dist.all_reduce(w)
+                w = w[mine]
+            assert rel_err(got[n], w) <= 1e-5, f"rank {rank} grad {n}: {rel_err(got[n], w)}"
+    except BaseException:
+        traceback.print_exc()
+        sys.stdout.flush()
+        os._exit(1)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def spawn(world, strategy, tmp_path, top_k=None, fail=None):
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent / "python")])
+    mp.spawn(
+        _worker, args=(world, free_port(), strategy, str(tmp_path), top_k, fail), nprocs=world, join=True
+    )
+
+
+@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("strategy", ["contiguous", "round-robin"])
+def test_expert_parallel_matches_single_process(world, strategy, tmp_path):
+    spawn(world, strategy, tmp_path)
+
+
+def test_ranks_that_disagree_get_an_error(tmp_path):
+    spawn(2, "contiguous", tmp_path, top_k=[2, 1], fail="mismatch")
+
+
+def test_world_size_without_process_group_is_refused():
+    layer = fmoe.FMoETransformerMLP(num_expert=2, d_model=D_MODEL, d_hidden=D_HIDDEN, world_size=2)
+    if dist.is_initialized():
+        pytest.skip("a process group is initialised in this process")
+    with pytest.raises(fmoe.CompileError, match="needs torch.distributed to be initialised"):
+        fmoe.compile(layer)
+
+
+def _dgdp_worker(rank, world, port, cache, auto):
+    os.environ["FMOE_CACHE_DIR"] = cache
+    try:
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+            timeout=timedelta(seconds=60),
+        )
+        torch.manual_seed(rank)  # different on purpose: need_sync must align them
+        model = torch.nn.Sequential(
+            torch.nn.Linear(D_MODEL, D_MODEL),
+            fmoe.FMoETransformerMLP(num_expert=LOCAL, d_model=D_MODEL, d_hidden=D_HIDDEN, world_size=world),
+        )
+        ddp = fmoe.DistributedGroupedDataParallel(model, auto_allreduce=auto)
+        compiled = fmoe.compile(model)
+        dense, moe = model[0], model[1]
+        for p in [*dense.parameters(), *moe.gate.parameters()]:
+            copies = [torch.empty_like(p) for _ in range(world)]
+            dist.all_gather(copies, p.data)
+            assert all(torch.equal(c, copies[0]) for c in copies), "need_sync did not broadcast"
+        torch.manual_seed(100 + rank)
+        x = torch.randn(7, D_MODEL)
+        compiled(x).square().sum().backward()
+        before = {n: p.grad.clone() for n, p in model.named_parameters()}
+        if not auto:
+            ddp.allreduce_gradients()
+        for n, p in model.named_parameters():
+            if getattr(p, "dp_comm", "dp") == "none":
+                # Expert-parallel experts: each rank's own, never reduced.
+                assert torch.equal(p.grad, before[n]) or auto, n
+                continue
+            manual = before[n].clone()
+            if not auto:
+                dist.all_reduce(manual)
+                manual /= world
+                assert rel_err(p.grad, manual) <= 1e-6, n
+            else:
+                # Already reduced: equal on every rank.
+                copies = [torch.empty_like(p.grad) for _ in range(world)]
+                dist.all_gather(copies, p.grad)
+                assert all(rel_err(c, copies[0]) <= 1e-6 for c in copies), n
+    except BaseException:
+        traceback.print_exc()
+        sys.stdout.flush()
+        os._exit(1)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("auto", [False, True], ids=["manual", "auto"])
+def test_grouped_data_parallel_reduces_by_tag(auto, tmp_path):
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent / "python")])
+    mp.spawn(_dgdp_worker, args=(2, free_port(), str(tmp_path), auto), nprocs=2, join=True)
+
+
+def _dying_worker(rank, world, port, cache):
+    os.environ["FMOE_CACHE_DIR"] = cache
+    import time
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+        timeout=timedelta(seconds=20),
+    )
+    layer = fmoe.FMoETransformerMLP(num_expert=LOCAL, d_model=D_MODEL, d_hidden=D_HIDDEN, world_size=world)
+    compiled = fmoe.compile(layer)
+    if rank == 1:
+        os._exit(0)  # the peer dies before the exchange
+    start = time.time()
+    try:
+        compiled(torch.randn(6, D_MODEL))
+    except RuntimeError as e:
+        elapsed = time.time() - start
+        print(f"rank 0 got an error after {elapsed:.1f}s: {str(e).splitlines()[0]}")
+        os._exit(0 if elapsed < 60 else 1)
+    print("rank 0: no error although its peer died")
+    os._exit(1)
+
+
+def test_a_dead_rank_gives_an_error_not_a_hang(tmp_path):
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent / "python")])
+    mp.spawn(_dying_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
