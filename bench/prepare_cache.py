@@ -32,4 +32,21 @@ import train_lm  # noqa: E402
 with torch.device("meta"):
     fmoe.compile(train_lm.MoELM(96, context=64))
 count += 1
+# The expert-parallel layers of tests/test_distributed.py (GPU variant); no
+# process group here, so through the compiler's own entry.
+import test_distributed  # noqa: E402
+
+for world in (2, 4):
+    for strategy in ("contiguous", "round-robin"):
+        with torch.device("meta"):
+            ep = fmoe.FMoETransformerMLP(
+                num_expert=test_distributed.LOCAL, d_model=test_distributed.D_MODEL,
+                d_hidden=test_distributed.D_HIDDEN, top_k=2, world_size=world,
+            )
+        cfg = ep.moe_config()
+        fmoe.compiler._compile_ir(
+            fmoe.compiler.emit_mlir(cfg, "moe_layer"), "moe_layer",
+            {"chip": "sm_90", "strategy": strategy}, False,
+        )
+        count += 1
 print(f"compiled {count} layers into {fmoe.compiler.cache_dir()}")

@@ -40,7 +40,7 @@ def main() -> None:
         opt.step()
         if rank == 0 and step % 5 == 0:
             print(f"step {step}: loss {loss.item():.4f} ({2 * world} experts over {world} ranks)")
-    del ddp
+    ddp.remove_hooks()  # before the group goes away
     dist.destroy_process_group()
 
 

@@ -36,12 +36,14 @@ def rank_of(e, world, strategy):
     return e // LOCAL if strategy == "contiguous" else e % world
 
 
-def _worker(rank, world, port, strategy, cache, top_k, fail):
+def _worker(rank, world, port, strategy, cache, top_k, fail, device="cpu"):
     os.environ["FMOE_CACHE_DIR"] = cache
     try:
+        if device == "cuda":
+            torch.cuda.set_device(rank)
         dist.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-            timeout=timedelta(seconds=60),
+            "nccl" if device == "cuda" else "gloo", init_method=f"tcp://127.0.0.1:{port}",
+            rank=rank, world_size=world, timeout=timedelta(seconds=60),
         )
         total = LOCAL * world
         torch.manual_seed(0)  # the same full layer on every rank
@@ -61,17 +63,21 @@ def _worker(rank, world, port, strategy, cache, top_k, fail):
             for lin in ("htoh4", "h4toh"):
                 for p in ("weight", "bias"):
                     getattr(getattr(ep.experts, lin), p).copy_(getattr(getattr(ref.experts, lin), p)[mine])
+        if device == "cuda":
+            ref, ep = ref.cuda(), ep.cuda()
         try:
             compiled = fmoe.compile(ep, placement=strategy)
         except fmoe.CompileError as e:
             if fail == "mismatch" and "compiled different modules" in str(e):
+                dist.barrier()
+                dist.destroy_process_group()
                 return
             raise
         assert fail != "mismatch", "mismatched ranks were not detected"
         torch.manual_seed(100 + rank)  # each rank feeds its own tokens
         tokens = 5 + 3 * rank
-        x = torch.randn(tokens, D_MODEL, requires_grad=True)
-        g = torch.randn(tokens, D_MODEL)
+        x = torch.randn(tokens, D_MODEL).to(device).requires_grad_()
+        g = torch.randn(tokens, D_MODEL).to(device)
         y = compiled(x)
         x_ref = x.detach().clone().requires_grad_()
         y_ref = ref(x_ref)
@@ -91,19 +97,22 @@ def _worker(rank, world, port, strategy, cache, top_k, fail):
                 dist.all_reduce(w)
                 w = w[mine]
             assert rel_err(got[n], w) <= 1e-5, f"rank {rank} grad {n}: {rel_err(got[n], w)}"
+        # Every rank done with its collectives before any tears its group down.
+        dist.barrier()
+        dist.destroy_process_group()
     except BaseException:
         traceback.print_exc()
         sys.stdout.flush()
         os._exit(1)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
-def spawn(world, strategy, tmp_path, top_k=None, fail=None):
+def spawn(world, strategy, cache, top_k=None, fail=None, device="cpu"):
     os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent / "python")])
     mp.spawn(
-        _worker, args=(world, free_port(), strategy, str(tmp_path), top_k, fail), nprocs=world, join=True
+        _worker,
+        args=(world, free_port(), strategy, str(cache), top_k, fail, device),
+        nprocs=world,
+        join=True,
     )
 
 
@@ -111,6 +120,17 @@ def spawn(world, strategy, tmp_path, top_k=None, fail=None):
 @pytest.mark.parametrize("strategy", ["contiguous", "round-robin"])
 def test_expert_parallel_matches_single_process(world, strategy, tmp_path):
     spawn(world, strategy, tmp_path)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("strategy", ["contiguous", "round-robin"])
+def test_expert_parallel_over_nccl(world, strategy):
+    if torch.cuda.device_count() < world:
+        pytest.skip(f"needs {world} GPUs, this machine has {torch.cuda.device_count()}")
+    # The GPU machine has no compiler: modules come from the shared cache
+    # (bench/prepare_cache.py compiles these configurations).
+    spawn(world, strategy, os.environ["FMOE_CACHE_DIR"], device="cuda")
 
 
 def test_ranks_that_disagree_get_an_error(tmp_path):
@@ -165,13 +185,14 @@ def _dgdp_worker(rank, world, port, cache, auto):
                 copies = [torch.empty_like(p.grad) for _ in range(world)]
                 dist.all_gather(copies, p.grad)
                 assert all(rel_err(c, copies[0]) <= 1e-6 for c in copies), n
+        ddp.remove_hooks()
+        # Every rank done with its collectives before any tears its group down.
+        dist.barrier()
+        dist.destroy_process_group()
     except BaseException:
         traceback.print_exc()
         sys.stdout.flush()
         os._exit(1)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("auto", [False, True], ids=["manual", "auto"])

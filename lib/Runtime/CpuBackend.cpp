@@ -10,6 +10,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "Exchange.h"
 #include "fmoe/Runtime/Runtime.h"
 
 #include <algorithm>
@@ -743,95 +744,6 @@ private:
       }
   }
 
-  /// The exchange of grouped rows (docs/module-format.md). Forward: the
-  /// groups of rank r's experts (contiguous: the dispatch orders groups rank
-  /// by rank) go to r; what arrives is laid out expert-major,
-  /// source-rank-minor. Reverse: the inverse. The counts travel first.
-  void allToAll(const format::Command &c, const Args &a) {
-    const BufferRef &in = a.at(0), &out = a.at(2);
-    View inOff = v(a, 1), outOff = v(a, 3);
-    int64_t world = intAttr(c, "world_size");
-    int64_t groups = inOff.numel() - 1, local = groups / world;
-    int64_t rowBytes = intAttr(c, "cols") * int64_t(dtypeSize(in.dtype));
-    bool reverse = boolAttr(c, "reverse");
-    if (world == 1) {
-      std::memcpy(out.data, in.data,
-                  std::min(in.numel, out.numel) * dtypeSize(in.dtype));
-      std::memcpy(outOff.ref->data, inOff.ref->data, inOff.numel() * 4);
-      return;
-    }
-    Communicator *comm = communicator;
-    if (!comm || comm->size() != world)
-      throw Error("the layer was compiled for " + std::to_string(world) +
-                  " ranks but runs " +
-                  (comm ? "over a group of " + std::to_string(comm->size())
-                        : std::string("without a process group")));
-    // Group (l, peer) of this rank's input: forward, peer-major (the groups
-    // for rank p are p*L .. p*L+L-1); reverse, expert-major (l*W + p).
-    auto groupOf = [&](int64_t l, int64_t p, bool expertMajor) {
-      return expertMajor ? l * world + p : p * local + l;
-    };
-    // 1. Counts: for each peer, the L group sizes it receives from us.
-    std::vector<int32_t> sendCounts(world * local), recvCounts(world * local);
-    for (int64_t p = 0; p < world; ++p)
-      for (int64_t l = 0; l < local; ++l) {
-        int64_t g = groupOf(l, p, reverse);
-        sendCounts[p * local + l] = inOff.i(g + 1) - inOff.i(g);
-      }
-    std::vector<int64_t> countBytes(world, local * 4);
-    comm->allToAll(sendCounts.data(), countBytes, recvCounts.data(),
-                   countBytes);
-    // 2. Rows: packed peer by peer, in the order of the L groups.
-    std::vector<int64_t> sendBytes(world, 0), recvBytes(world, 0);
-    int64_t sendRows = 0, recvRows = 0;
-    for (int64_t p = 0; p < world; ++p)
-      for (int64_t l = 0; l < local; ++l) {
-        sendBytes[p] += sendCounts[p * local + l] * rowBytes;
-        recvBytes[p] += recvCounts[p * local + l] * rowBytes;
-        sendRows += sendCounts[p * local + l];
-        recvRows += recvCounts[p * local + l];
-      }
-    if (recvRows > out.rows)
-      throw Error("all_to_all: " + std::to_string(recvRows) +
-                  " rows arrive but the buffer holds " +
-                  std::to_string(out.rows));
-    std::vector<char> send(sendRows * rowBytes), recv(recvRows * rowBytes);
-    char *dst = send.data();
-    const char *src = static_cast<const char *>(in.data);
-    for (int64_t p = 0; p < world; ++p)
-      for (int64_t l = 0; l < local; ++l) {
-        int64_t g = groupOf(l, p, reverse);
-        int64_t bytes = int64_t(inOff.i(g + 1) - inOff.i(g)) * rowBytes;
-        std::memcpy(dst, src + inOff.i(g) * rowBytes, bytes);
-        dst += bytes;
-      }
-    comm->allToAll(send.data(), sendBytes, recv.data(), recvBytes);
-    // 3. Unpack into the output layout and its offsets.
-    std::vector<int64_t> start(world * local);
-    std::vector<int32_t> outCount(groups);
-    int64_t at = 0;
-    for (int64_t p = 0; p < world; ++p)
-      for (int64_t l = 0; l < local; ++l) {
-        start[p * local + l] = at;
-        at += recvCounts[p * local + l];
-        outCount[groupOf(l, p, !reverse)] = recvCounts[p * local + l];
-      }
-    int32_t run = 0;
-    for (int64_t g = 0; g < groups; ++g) {
-      outOff.i(g) = run;
-      run += outCount[g];
-    }
-    outOff.i(groups) = run;
-    char *outRows = static_cast<char *>(out.data);
-    for (int64_t p = 0; p < world; ++p)
-      for (int64_t l = 0; l < local; ++l) {
-        int64_t g = groupOf(l, p, !reverse);
-        std::memcpy(outRows + int64_t(outOff.i(g)) * rowBytes,
-                    recv.data() + start[p * local + l] * rowBytes,
-                    int64_t(outCount[g]) * rowBytes);
-      }
-  }
-
   void call(const format::Command &c, const Args &a) {
     std::string fn = c.target;
     for (std::string_view suffix : {"_f32", "_bf16", "_f16"})
@@ -851,7 +763,15 @@ private:
     } else if (fn == "fmoe_rt_grouped_wgrad") {
       groupedWgrad(c, v(a, 0), v(a, 1), v(a, 2), v(a, 3));
     } else if (fn == "fmoe_rt_all_to_all") {
-      allToAll(c, a);
+      MemoryOps host;
+      host.copy = host.toHost =
+          host.fromHost = [](void *d, const void *s, int64_t n) {
+            if (n)
+              std::memcpy(d, s, n);
+          };
+      host.allocate = [this](int64_t n) { return allocate(n); };
+      host.deallocate = [this](void *p) { deallocate(p); };
+      exchangeGroups(c, a, communicator, host);
     } else {
       throw Error("cpu backend: unknown library function '" + c.target + "'");
     }

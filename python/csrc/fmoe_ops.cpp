@@ -238,23 +238,28 @@ Backend &backendFor(const at::Device &device) {
 }
 
 /// An expert-parallel group over a torch.distributed process group (gloo on
-/// the CPU). The exchange sizes are host integers, as c10d's all-to-all
-/// takes them.
+/// the CPU, NCCL on GPUs), on the device of the layer's tensors. The exchange
+/// sizes are host integers, as c10d's all-to-all takes them.
 class ProcessGroupCommunicator final : public Communicator {
 public:
-  explicit ProcessGroupCommunicator(c10::intrusive_ptr<c10d::ProcessGroup> pg)
-      : pg(std::move(pg)) {}
+  ProcessGroupCommunicator(c10::intrusive_ptr<c10d::ProcessGroup> pg,
+                           at::Device device)
+      : pg(std::move(pg)), device(device) {}
   int64_t rank() const override { return pg->getRank(); }
   int64_t size() const override { return pg->getSize(); }
   void allToAll(const void *send, const std::vector<int64_t> &sendBytes,
                 void *recv, const std::vector<int64_t> &recvBytes) override {
-    auto opts = at::TensorOptions().dtype(at::kByte);
+    auto opts = at::TensorOptions().dtype(at::kByte).device(device);
     auto bytes = [&](const void *data, const std::vector<int64_t> &sizes) {
       int64_t n = 0;
       for (int64_t s : sizes)
         n += s;
-      return n ? at::from_blob(const_cast<void *>(data), {n}, opts)
-               : at::empty({0}, opts);
+      if (!n)
+        return at::empty({0}, opts);
+      return at::for_blob(const_cast<void *>(data), {n})
+          .options(opts)
+          .target_device(device)
+          .make_tensor();
     };
     at::Tensor in = bytes(send, sendBytes), out = bytes(recv, recvBytes);
     std::vector<int64_t> inSplit(sendBytes), outSplit(recvBytes);
@@ -263,6 +268,7 @@ public:
 
 private:
   c10::intrusive_ptr<c10d::ProcessGroup> pg;
+  at::Device device;
 };
 
 /// Runs program `kind` of module `handle` for `tokens` tokens. Inputs are
@@ -302,7 +308,7 @@ std::vector<at::Tensor> run(int64_t handle, const std::string &kind,
     std::unique_ptr<Communicator> comm;
     if (group)
       comm = std::make_unique<ProcessGroupCommunicator>(
-          c10d::resolve_process_group(*group));
+          c10d::resolve_process_group(*group), device);
     execute(*m, program, backendFor(device), in, out, tokens, comm.get());
   } catch (const Error &e) {
     TORCH_CHECK(false, e.what());

@@ -24,7 +24,8 @@ class DistributedGroupedDataParallel(nn.Module):
     Args:
         module: the model.
         auto_allreduce: reduce each gradient during backward, as soon as it
-            is accumulated (users then cannot forget ``allreduce_gradients``).
+            is accumulated (users then cannot forget ``allreduce_gradients``);
+            call ``remove_hooks()`` before destroying the process groups.
         need_sync: broadcast every parameter from its group's first rank now.
         **kwargs: ``<tag>_group=ProcessGroup`` for each tag (``dp_group``,
             ``gate_group``, ``moe_group``, ``world_group``, or any other);
@@ -100,6 +101,12 @@ class DistributedGroupedDataParallel(nn.Module):
                 offset += n
 
     allreduce_params = allreduce_gradients
+
+    def remove_hooks(self) -> None:
+        """Stops the automatic reduction (call before tearing the groups down)."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)

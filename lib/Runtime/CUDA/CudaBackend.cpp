@@ -12,6 +12,7 @@
 #include "GroupedGemm.h"
 #include "fmoe/Runtime/Runtime.h"
 
+#include "../Exchange.h"
 #include "Driver.h"
 
 #include <algorithm>
@@ -142,6 +143,7 @@ private:
 class Attrs {
 public:
   explicit Attrs(const format::Command &cmd) : cmd(cmd) {}
+  const format::Command &command() const { return cmd; }
 
   const std::string *find(std::string_view name) const {
     for (const auto &[key, value] : cmd.attrs)
@@ -677,14 +679,6 @@ void CudaBackend::groupedWgrad(const Attrs &attrs, const LibraryTarget &target,
 void CudaBackend::allToAll(const Attrs &attrs,
                            const std::vector<BufferRef> &args) {
   requireOperands(attrs, args, 4);
-  int64_t world = attrs.getInt("world_size");
-  if (world != 1)
-    throw Error(attrs.where() + ": the expert-parallel exchange over " +
-                std::to_string(world) +
-                " ranks needs the distributed runtime, which is not built "
-                "yet");
-  // One rank: every expert is local and the exchange (either direction) is
-  // the identity, so out = in and out_offsets = offsets.
   const BufferRef &in = args[0], &offsets = args[1], &out = args[2],
                   &outOffsets = args[3];
   if (in.dtype != out.dtype)
@@ -692,18 +686,29 @@ void CudaBackend::allToAll(const Attrs &attrs,
                 ", out is " + std::string(dtypeName(out.dtype)));
   requireType(attrs, offsets, DType::I32, "offsets");
   requireType(attrs, outOffsets, DType::I32, "out_offsets");
-  auto copy = [&](const BufferRef &dst, const BufferRef &src) {
-    size_t bytes = static_cast<size_t>(std::min(dst.numel, src.numel)) *
-                   dtypeSize(src.dtype);
-    if (bytes == 0 || dst.data == src.data)
-      return;
-    if (!dst.data || !src.data)
-      throw Error(attrs.where() + ": a buffer has no data");
-    FMOE_CU_CHECK(cuda::driver().cuMemcpyDtoDAsync(
-        devicePtr(dst.data), devicePtr(src.data), bytes, stream));
+  // Everything on the backend's stream; the host waits only for the group
+  // offsets and the exchanged counts (the receive sizes of the rows).
+  MemoryOps device;
+  device.copy = [this](void *dst, const void *src, int64_t bytes) {
+    if (bytes > 0 && dst != src)
+      FMOE_CU_CHECK(cuda::driver().cuMemcpyDtoDAsync(
+          devicePtr(dst), devicePtr(src), bytes, stream));
   };
-  copy(out, in);
-  copy(outOffsets, offsets);
+  device.toHost = [this](void *host, const void *src, int64_t bytes) {
+    if (bytes <= 0)
+      return;
+    FMOE_CU_CHECK(
+        cuda::driver().cuMemcpyDtoHAsync(host, devicePtr(src), bytes, stream));
+    FMOE_CU_CHECK(cuda::driver().cuStreamSynchronize(stream));
+  };
+  device.fromHost = [this](void *dst, const void *host, int64_t bytes) {
+    if (bytes > 0)
+      FMOE_CU_CHECK(cuda::driver().cuMemcpyHtoDAsync(devicePtr(dst), host,
+                                                     bytes, stream));
+  };
+  device.allocate = [this](int64_t bytes) { return allocate(bytes); };
+  device.deallocate = [this](void *p) { deallocate(p); };
+  exchangeGroups(attrs.command(), args, communicator, device);
 }
 
 } // namespace

@@ -32,6 +32,8 @@
   X(cuMemAllocAsync)                                                           \
   X(cuMemFreeAsync)                                                            \
   X(cuMemcpyDtoDAsync)                                                         \
+  X(cuMemcpyDtoHAsync)                                                         \
+  X(cuMemcpyHtoDAsync)                                                         \
   X(cuMemsetD8Async)                                                           \
   X(cuModuleGetFunction)                                                       \
   X(cuModuleLoadDataEx)                                                        \

@@ -1,0 +1,147 @@
+//===- Exchange.cpp - the expert-parallel all-to-all of grouped rows ------===//
+//
+// Part of fmoe. Forward: the groups of rank p's experts (contiguous: the
+// dispatch orders groups rank by rank) go to p; what arrives is laid out
+// expert-major, source-rank-minor, so each local expert's rows are one range
+// for the grouped GEMMs. Reverse: the inverse.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Exchange.h"
+
+#include <cstring>
+#include <memory>
+
+namespace fmoe::runtime {
+
+namespace {
+
+const std::string *attr(const format::Command &c, std::string_view name) {
+  for (const auto &[k, v] : c.attrs)
+    if (k == name)
+      return &v;
+  return nullptr;
+}
+
+int64_t intAttr(const format::Command &c, std::string_view name) {
+  const std::string *v = attr(c, name);
+  if (!v)
+    throw Error("command " + c.target + " lacks attribute '" +
+                std::string(name) + "'");
+  return std::stoll(*v);
+}
+
+/// A scratch buffer of the backend, freed on every path.
+struct Scratch {
+  const MemoryOps &memory;
+  void *data;
+  Scratch(const MemoryOps &memory, int64_t bytes)
+      : memory(memory), data(bytes ? memory.allocate(bytes) : nullptr) {}
+  ~Scratch() {
+    if (data)
+      memory.deallocate(data);
+  }
+};
+
+} // namespace
+
+void exchangeGroups(const format::Command &c,
+                    const std::vector<BufferRef> &args, Communicator *comm,
+                    const MemoryOps &memory) {
+  if (args.size() < 4)
+    throw Error("all_to_all: expects 4 operands");
+  const BufferRef &in = args[0], &inOff = args[1], &out = args[2],
+                  &outOff = args[3];
+  int64_t world = intAttr(c, "world_size");
+  int64_t groups = inOff.numel - 1, local = groups / world;
+  int64_t rowBytes = intAttr(c, "cols") * int64_t(dtypeSize(in.dtype));
+  const std::string *rev = attr(c, "reverse");
+  bool reverse = rev && *rev == "true";
+  if (world == 1) {
+    memory.copy(out.data, in.data,
+                std::min(in.numel, out.numel) * dtypeSize(in.dtype));
+    memory.copy(outOff.data, inOff.data, inOff.numel * 4);
+    return;
+  }
+  if (!comm || comm->size() != world)
+    throw Error("the layer was compiled for " + std::to_string(world) +
+                " ranks but runs " +
+                (comm ? "over a group of " + std::to_string(comm->size())
+                      : std::string("without a process group")));
+  // Group (l, peer) of this rank's input: forward, peer-major (the groups
+  // for rank p are p*L .. p*L+L-1); reverse, expert-major (l*W + p).
+  auto groupOf = [&](int64_t l, int64_t p, bool expertMajor) {
+    return expertMajor ? l * world + p : p * local + l;
+  };
+  std::vector<int32_t> off(groups + 1);
+  memory.toHost(off.data(), inOff.data, (groups + 1) * 4);
+
+  // 1. Counts: for each peer, the L group sizes it receives from us.
+  std::vector<int32_t> sendCounts(world * local), recvCounts(world * local);
+  for (int64_t p = 0; p < world; ++p)
+    for (int64_t l = 0; l < local; ++l) {
+      int64_t g = groupOf(l, p, reverse);
+      sendCounts[p * local + l] = off[g + 1] - off[g];
+    }
+  std::vector<int64_t> countBytes(world, local * 4);
+  {
+    Scratch sendC(memory, world * local * 4), recvC(memory, world * local * 4);
+    memory.fromHost(sendC.data, sendCounts.data(), world * local * 4);
+    comm->allToAll(sendC.data, countBytes, recvC.data, countBytes);
+    memory.toHost(recvCounts.data(), recvC.data, world * local * 4);
+  }
+
+  // 2. Rows: packed peer by peer, in the order of the L groups.
+  std::vector<int64_t> sendBytes(world, 0), recvBytes(world, 0);
+  int64_t sendRows = 0, recvRows = 0;
+  for (int64_t p = 0; p < world; ++p)
+    for (int64_t l = 0; l < local; ++l) {
+      sendBytes[p] += sendCounts[p * local + l] * rowBytes;
+      recvBytes[p] += recvCounts[p * local + l] * rowBytes;
+      sendRows += sendCounts[p * local + l];
+      recvRows += recvCounts[p * local + l];
+    }
+  if (recvRows * rowBytes > out.numel * int64_t(dtypeSize(out.dtype)))
+    throw Error("all_to_all: " + std::to_string(recvRows) +
+                " rows arrive but the output holds fewer");
+  Scratch send(memory, sendRows * rowBytes), recv(memory, recvRows * rowBytes);
+  char *dst = static_cast<char *>(send.data);
+  const char *src = static_cast<const char *>(in.data);
+  for (int64_t p = 0; p < world; ++p)
+    for (int64_t l = 0; l < local; ++l) {
+      int64_t g = groupOf(l, p, reverse);
+      int64_t bytes = int64_t(off[g + 1] - off[g]) * rowBytes;
+      memory.copy(dst, src + int64_t(off[g]) * rowBytes, bytes);
+      dst += bytes;
+    }
+  comm->allToAll(send.data, sendBytes, recv.data, recvBytes);
+
+  // 3. Unpack into the output layout and its offsets.
+  std::vector<int64_t> start(world * local);
+  std::vector<int32_t> outCount(groups), outStart(groups + 1);
+  int64_t at = 0;
+  for (int64_t p = 0; p < world; ++p)
+    for (int64_t l = 0; l < local; ++l) {
+      start[p * local + l] = at;
+      at += recvCounts[p * local + l];
+      outCount[groupOf(l, p, !reverse)] = recvCounts[p * local + l];
+    }
+  int32_t run = 0;
+  for (int64_t g = 0; g < groups; ++g) {
+    outStart[g] = run;
+    run += outCount[g];
+  }
+  outStart[groups] = run;
+  memory.fromHost(outOff.data, outStart.data(), (groups + 1) * 4);
+  char *outRows = static_cast<char *>(out.data);
+  const char *recvRowsPtr = static_cast<const char *>(recv.data);
+  for (int64_t p = 0; p < world; ++p)
+    for (int64_t l = 0; l < local; ++l) {
+      int64_t g = groupOf(l, p, !reverse);
+      memory.copy(outRows + int64_t(outStart[g]) * rowBytes,
+                  recvRowsPtr + start[p * local + l] * rowBytes,
+                  int64_t(outCount[g]) * rowBytes);
+    }
+}
+
+} // namespace fmoe::runtime

@@ -1,0 +1,34 @@
+//===- Exchange.h - the expert-parallel all-to-all of grouped rows --------===//
+//
+// Part of fmoe. One algorithm for every backend: the backend supplies how to
+// copy within its memory and to and from the host; the Communicator moves
+// bytes between ranks.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef FMOE_LIB_RUNTIME_EXCHANGE_H
+#define FMOE_LIB_RUNTIME_EXCHANGE_H
+
+#include "fmoe/Runtime/Runtime.h"
+
+namespace fmoe::runtime {
+
+struct MemoryOps {
+  std::function<void(void *dst, const void *src, int64_t bytes)> copy;
+  /// Copies to host memory and waits for the data.
+  std::function<void(void *host, const void *src, int64_t bytes)> toHost;
+  std::function<void(void *dst, const void *host, int64_t bytes)> fromHost;
+  std::function<void *(int64_t bytes)> allocate;
+  std::function<void(void *)> deallocate;
+};
+
+/// `fmoe_rt_all_to_all` (docs/module-format.md) on `args` = (in, offsets,
+/// out, out_offsets), over `comm`. The counts travel first, so the receive
+/// sizes are known on the host (one small copy of the offsets to the host).
+void exchangeGroups(const format::Command &cmd,
+                    const std::vector<BufferRef> &args, Communicator *comm,
+                    const MemoryOps &memory);
+
+} // namespace fmoe::runtime
+
+#endif // FMOE_LIB_RUNTIME_EXCHANGE_H
