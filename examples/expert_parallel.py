@@ -6,7 +6,8 @@
     torchrun --nnodes 2 --nproc-per-node 4 --node-rank 0 \\
         --rdzv-backend c10d --rdzv-endpoint HOST:29500 examples/expert_parallel.py
 
-On CPU ranks the exchange runs over gloo.
+On CPU ranks the exchange runs over gloo; with a GPU per rank, pass --cuda
+(NCCL).
 """
 
 import sys
@@ -20,20 +21,24 @@ import fmoe  # noqa: E402
 
 
 def main() -> None:
-    dist.init_process_group("gloo")
+    cuda = "--cuda" in sys.argv
+    dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device("cuda", rank % torch.cuda.device_count()) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Linear(64, 64),
         fmoe.FMoETransformerMLP(num_expert=2, d_model=64, d_hidden=128, top_k=2, world_size=world),
-    )
+    ).to(device)
     # Experts stay per rank; the gate and the dense layer are averaged.
     ddp = fmoe.DistributedGroupedDataParallel(model, auto_allreduce=True)
     compiled = fmoe.compile(model, placement="contiguous")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     torch.manual_seed(1 + rank)
     for step in range(20):
-        x = torch.randn(32, 64)
+        x = torch.randn(32, 64, device=device)
         loss = (compiled(x) - x).square().mean()
         opt.zero_grad()
         loss.backward()  # gradients of shared parameters reduced during backward

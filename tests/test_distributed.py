@@ -94,6 +94,7 @@ def _worker(rank, world, port, strategy, cache, top_k, fail, device="cpu"):
             if n.startswith("experts."):
                 # The experts see every rank's tokens: their reference gradient
                 # is the sum over the ranks, sliced to this rank's experts.
+                w = w.contiguous()
                 dist.all_reduce(w)
                 w = w[mine]
             assert rel_err(got[n], w) <= 1e-5, f"rank {rank} grad {n}: {rel_err(got[n], w)}"
