@@ -32,8 +32,21 @@ def rel_err(a, ref):
     return (a.double() - ref.double()).abs().max().item() / max(ref.abs().max().item(), 1e-6)
 
 
-def rank_of(e, world, strategy):
-    return e // LOCAL if strategy == "contiguous" else e % world
+def placement(world, strategy, load=None):
+    """The rank of every expert, as the compiler's placement pass decides it."""
+    total = LOCAL * world
+    if strategy == "contiguous":
+        return [e // LOCAL for e in range(total)]
+    if strategy == "round-robin":
+        return [e % world for e in range(total)]
+    # balanced: heaviest first onto the least-loaded rank with room.
+    rank_of, rank_load, held = [0] * total, [0.0] * world, [0] * world
+    for e in sorted(range(total), key=lambda e: -load[e]):
+        best = min((r for r in range(world) if held[r] < LOCAL), key=lambda r: rank_load[r])
+        rank_of[e] = best
+        rank_load[best] += load[e]
+        held[best] += 1
+    return rank_of
 
 
 def _worker(rank, world, port, strategy, cache, top_k, fail, device="cpu"):
@@ -52,7 +65,17 @@ def _worker(rank, world, port, strategy, cache, top_k, fail, device="cpu"):
             for n, p in ref.named_parameters():
                 if n.endswith("bias"):
                     p.normal_(0, 0.1)
-        mine = [e for e in range(total) if rank_of(e, world, strategy) == rank]
+        load = None
+        options = {"placement": strategy}
+        if strategy == "balanced":
+            # The same measured profile on every rank: routing of a fixed batch.
+            sample = torch.randn(64, D_MODEL, generator=torch.Generator().manual_seed(9))
+            profile = fmoe.record_load(ref, [sample.to(device)])
+            load = profile[""]
+            options["load_profile"] = profile
+            assert sum(load) == 64 * 2 and len(load) == total
+        rank_of = placement(world, strategy, load)
+        mine = [e for e in range(total) if rank_of[e] == rank]
         k = top_k[rank] if isinstance(top_k, list) else 2
         ep = fmoe.FMoETransformerMLP(
             num_expert=LOCAL, d_model=D_MODEL, d_hidden=D_HIDDEN, top_k=k, world_size=world
@@ -66,7 +89,7 @@ def _worker(rank, world, port, strategy, cache, top_k, fail, device="cpu"):
         if device == "cuda":
             ref, ep = ref.cuda(), ep.cuda()
         try:
-            compiled = fmoe.compile(ep, placement=strategy)
+            compiled = fmoe.compile(ep, **options)
         except fmoe.CompileError as e:
             if fail == "mismatch" and "compiled different modules" in str(e):
                 dist.barrier()
@@ -118,7 +141,7 @@ def spawn(world, strategy, cache, top_k=None, fail=None, device="cpu"):
 
 
 @pytest.mark.parametrize("world", [2, 4])
-@pytest.mark.parametrize("strategy", ["contiguous", "round-robin"])
+@pytest.mark.parametrize("strategy", ["contiguous", "round-robin", "balanced"])
 def test_expert_parallel_matches_single_process(world, strategy, tmp_path):
     spawn(world, strategy, tmp_path)
 

@@ -24,5 +24,6 @@ __all__ = [
 from . import compiler
 from .compiler import CompileError, compile
 from .distributed import DistributedGroupedDataParallel
+from .profile import record_load, save_load
 
-__all__ += ["compiler", "compile", "CompileError", "DistributedGroupedDataParallel"]
+__all__ += ["compiler", "compile", "CompileError", "DistributedGroupedDataParallel", "record_load", "save_load"]

@@ -164,7 +164,10 @@ def _compile_ir(ir: str, name: str, options: Dict[str, Any], recompile: bool) ->
     # The key holds what both a compiler machine and a runtime-only machine
     # know (IR, options, ABI tag); the compiler's own identity is kept beside
     # the module, so the machine that has the compiler notices a stale module.
-    key_text = "\n".join([COMPILER_ABI, repr(sorted(options.items())), ir])
+    # A load profile enters the key by its content (its file is named by a
+    # hash of it), not by where this machine keeps it.
+    key_options = {k: Path(v).name if k == "load-profile" else v for k, v in options.items()}
+    key_text = "\n".join([COMPILER_ABI, repr(sorted(key_options.items())), ir])
     key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
     directory = cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -245,6 +248,33 @@ class CompiledMoE:
         return out.reshape(inp.shape)
 
 
+def _with_load_profile(options: Dict[str, Any], name: str, num_experts: int) -> Dict[str, Any]:
+    """Resolves ``load_profile`` for one layer: a file path is used as is; a
+    list of loads, or a ``{layer name: loads}`` dict (``fmoe.record_load``),
+    is written to a file named by its contents (so the cache key follows the
+    profile)."""
+    profile = options.get("load-profile")
+    if profile is None or isinstance(profile, (str, Path)):
+        return options
+    loads = profile.get(name) if isinstance(profile, dict) else profile
+    if loads is None:
+        raise CompileError(f"cannot compile MoE layer '{name}': the load profile has no entry for it")
+    if len(loads) != num_experts:
+        raise CompileError(
+            f"cannot compile MoE layer '{name}': the load profile has {len(loads)} entries for "
+            f"{num_experts} experts"
+        )
+    text = " ".join(repr(float(v)) for v in loads) + "\n"
+    directory = cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"load-{hashlib.sha256(text.encode()).hexdigest()[:16]}.txt"
+    if not path.exists():
+        tmp = Path(f"{path}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return {**options, "load-profile": str(path)}
+
+
 def _expert_group(layer: nn.Module, name: str, world_size: int) -> str:
     """The name of the process group the layer's experts are spread over."""
     import torch.distributed as dist
@@ -305,6 +335,7 @@ def _compile_layer(layer: nn.Module, name: str, options: Dict[str, Any], recompi
     if cfg["world_size"] != 1:
         group_name = _expert_group(layer, name, cfg["world_size"])
     symbol = "moe_" + "".join(c if c.isalnum() else "_" for c in (name or "layer"))
+    options = _with_load_profile(options, name, cfg["num_experts"])
     compiled = copy.copy(layer)
     compiled.__class__ = _compiled_class(type(layer))
     compiled._fmoe_name = symbol
