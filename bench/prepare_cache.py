@@ -49,4 +49,14 @@ for world in (2, 4):
             {"chip": "sm_90", "strategy": strategy}, False,
         )
         count += 1
+# bench/bench_ep.py: the benchmark shapes with the experts over 2 and 4 GPUs.
+import bench_ep  # noqa: E402
+
+for world in (2, 4):
+    for name in ("classic", "mixtral_gelu"):
+        ep = bench_ep.make_layer(bench_moe.SHAPES[name], world, "meta")
+        fmoe.compiler._compile_ir(
+            fmoe.compiler.emit_mlir(ep.moe_config(), "moe_layer"), "moe_layer", {"chip": "sm_90"}, False
+        )
+        count += 1
 print(f"compiled {count} layers into {fmoe.compiler.cache_dir()}")
