@@ -8,6 +8,7 @@ build="${FMOE_BUILD_DIR:-$root/build}"
 bash "$root/scripts/setup.sh"
 bash "$root/scripts/build.sh"
 bash "$root/scripts/check-format.sh"
+bash "$root/scripts/gen-docs.sh" --check
 echo "== lit (check-fmoe)"
 /usr/lib/llvm-22/bin/lit -sv "$build/test"
 echo "== C++ unit tests (ctest)"

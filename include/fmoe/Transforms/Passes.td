@@ -153,6 +153,27 @@ def FMoELowerToRuntime : Pass<"fmoe-lower-to-runtime", "ModuleOp"> {
     (`fmoe_rt_grouped_gemm*`, `fmoe_rt_all_to_all*`, `fmoe_rt_memset*`).
     Every launch and call carries `fmoe.op`, the stage it implements, so a
     backend can also run it with a reference implementation.
+
+    Before:
+
+    ```mlir
+    func.func @layer(%x: tensor<?x16xf32>, ...) -> (tensor<?x16xf32>, ...) {
+      %l, %i, %s, %c = fmoe.gate_route %x, %wg {top_k = 2 : i64} : ...
+      ...
+    }
+    ```
+
+    After:
+
+    ```mlir
+    func.func @layer(%T: index {fmoe.tokens}, %x: memref<?xf32> {fmoe.buffer = ...}, ...) {
+      call @fmoe_rt_memset(%counts) {byte = 0 : i64, fmoe.op = "fmoe.gate_route"} : ...
+      gpu.launch_func @fmoe_kernels::@layer_gate_route blocks in (...) threads in (...)
+          args(%x : memref<?xf32>, ..., %T : index) {fmoe.kernel = "gate_route", ...}
+      ...
+    }
+    gpu.module @fmoe_kernels { gpu.func @layer_gate_route(...) kernel { ... } }
+    ```
   }];
   let dependentDialects = ["::mlir::func::FuncDialect", "::mlir::gpu::GPUDialect",
                            "::mlir::memref::MemRefDialect", "::mlir::arith::ArithDialect",
