@@ -4,6 +4,7 @@ layer's output and every gradient must equal a single-process layer that
 holds all experts, for every placement strategy. Relative tolerance 1e-5
 (fp32)."""
 
+import contextlib
 import os
 import socket
 import sys
@@ -26,6 +27,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def init_rank(rank, world, port, backend="gloo", timeout=60):
+    dist.init_process_group(
+        backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+        timeout=timedelta(seconds=timeout),
+    )
+
+
+@contextlib.contextmanager
+def rank_process():
+    """The body of a spawned rank: a failure is printed and ends the process
+    with status 1; on success every rank finishes its collectives before any
+    tears the group down."""
+    try:
+        yield
+        dist.barrier()
+        dist.destroy_process_group()
+    except BaseException:
+        traceback.print_exc()
+        sys.stdout.flush()
+        os._exit(1)
+
+
+def run_ranks(fn, world, *args):
+    """Spawns `world` ranks running fn(rank, world, port, *args)."""
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent / "python")])
+    mp.spawn(fn, args=(world, free_port(), *args), nprocs=world, join=True)
 
 
 def rel_err(a, ref):
@@ -51,13 +80,10 @@ def placement(world, strategy, load=None):
 
 def _worker(rank, world, port, strategy, cache, top_k, fail, device="cpu"):
     os.environ["FMOE_CACHE_DIR"] = cache
-    try:
+    with rank_process():
         if device == "cuda":
             torch.cuda.set_device(rank)
-        dist.init_process_group(
-            "nccl" if device == "cuda" else "gloo", init_method=f"tcp://127.0.0.1:{port}",
-            rank=rank, world_size=world, timeout=timedelta(seconds=60),
-        )
+        init_rank(rank, world, port, "nccl" if device == "cuda" else "gloo")
         total = LOCAL * world
         torch.manual_seed(0)  # the same full layer on every rank
         ref = fmoe.FMoETransformerMLP(num_expert=total, d_model=D_MODEL, d_hidden=D_HIDDEN, top_k=2)
@@ -92,8 +118,6 @@ def _worker(rank, world, port, strategy, cache, top_k, fail, device="cpu"):
             compiled = fmoe.compile(ep, **options)
         except fmoe.CompileError as e:
             if fail == "mismatch" and "compiled different modules" in str(e):
-                dist.barrier()
-                dist.destroy_process_group()
                 return
             raise
         assert fail != "mismatch", "mismatched ranks were not detected"
@@ -121,23 +145,10 @@ def _worker(rank, world, port, strategy, cache, top_k, fail, device="cpu"):
                 dist.all_reduce(w)
                 w = w[mine]
             assert rel_err(got[n], w) <= 1e-5, f"rank {rank} grad {n}: {rel_err(got[n], w)}"
-        # Every rank done with its collectives before any tears its group down.
-        dist.barrier()
-        dist.destroy_process_group()
-    except BaseException:
-        traceback.print_exc()
-        sys.stdout.flush()
-        os._exit(1)
 
 
 def spawn(world, strategy, cache, top_k=None, fail=None, device="cpu"):
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent / "python")])
-    mp.spawn(
-        _worker,
-        args=(world, free_port(), strategy, str(cache), top_k, fail, device),
-        nprocs=world,
-        join=True,
-    )
+    run_ranks(_worker, world, strategy, str(cache), top_k, fail, device)
 
 
 @pytest.mark.parametrize("world", [2, 4])
@@ -171,11 +182,8 @@ def test_world_size_without_process_group_is_refused():
 
 def _dgdp_worker(rank, world, port, cache, auto):
     os.environ["FMOE_CACHE_DIR"] = cache
-    try:
-        dist.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-            timeout=timedelta(seconds=60),
-        )
+    with rank_process():
+        init_rank(rank, world, port)
         torch.manual_seed(rank)  # different on purpose: need_sync must align them
         model = torch.nn.Sequential(
             torch.nn.Linear(D_MODEL, D_MODEL),
@@ -210,29 +218,18 @@ def _dgdp_worker(rank, world, port, cache, auto):
                 dist.all_gather(copies, p.grad)
                 assert all(rel_err(c, copies[0]) <= 1e-6 for c in copies), n
         ddp.remove_hooks()
-        # Every rank done with its collectives before any tears its group down.
-        dist.barrier()
-        dist.destroy_process_group()
-    except BaseException:
-        traceback.print_exc()
-        sys.stdout.flush()
-        os._exit(1)
 
 
 @pytest.mark.parametrize("auto", [False, True], ids=["manual", "auto"])
 def test_grouped_data_parallel_reduces_by_tag(auto, tmp_path):
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent / "python")])
-    mp.spawn(_dgdp_worker, args=(2, free_port(), str(tmp_path), auto), nprocs=2, join=True)
+    run_ranks(_dgdp_worker, 2, str(tmp_path), auto)
 
 
 def _dying_worker(rank, world, port, cache):
     os.environ["FMOE_CACHE_DIR"] = cache
     import time
 
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-        timeout=timedelta(seconds=20),
-    )
+    init_rank(rank, world, port, timeout=20)
     layer = fmoe.FMoETransformerMLP(num_expert=LOCAL, d_model=D_MODEL, d_hidden=D_HIDDEN, world_size=world)
     compiled = fmoe.compile(layer)
     if rank == 1:
@@ -249,5 +246,4 @@ def _dying_worker(rank, world, port, cache):
 
 
 def test_a_dead_rank_gives_an_error_not_a_hang(tmp_path):
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent / "python")])
-    mp.spawn(_dying_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_ranks(_dying_worker, 2, str(tmp_path))
