@@ -139,31 +139,6 @@ struct View {
 // Command attributes
 //===----------------------------------------------------------------------===//
 
-const std::string *findAttr(const format::Command &c, std::string_view name) {
-  for (const auto &[k, v] : c.attrs)
-    if (k == name)
-      return &v;
-  return nullptr;
-}
-
-int64_t intAttr(const format::Command &c, std::string_view name) {
-  const std::string *v = findAttr(c, name);
-  if (!v)
-    throw Error("command " + c.target + " lacks attribute '" +
-                std::string(name) + "'");
-  return std::stoll(*v);
-}
-
-int64_t intAttrOr(const format::Command &c, std::string_view name,
-                  int64_t fallback) {
-  return findAttr(c, name) ? intAttr(c, name) : fallback;
-}
-
-bool boolAttr(const format::Command &c, std::string_view name) {
-  const std::string *v = findAttr(c, name);
-  return v && (*v == "true" || *v == "unit");
-}
-
 std::vector<int64_t> arrayAttr(const format::Command &c,
                                std::string_view name) {
   std::vector<int64_t> out;

@@ -16,21 +16,6 @@ namespace fmoe::runtime {
 
 namespace {
 
-const std::string *attr(const format::Command &c, std::string_view name) {
-  for (const auto &[k, v] : c.attrs)
-    if (k == name)
-      return &v;
-  return nullptr;
-}
-
-int64_t intAttr(const format::Command &c, std::string_view name) {
-  const std::string *v = attr(c, name);
-  if (!v)
-    throw Error("command " + c.target + " lacks attribute '" +
-                std::string(name) + "'");
-  return std::stoll(*v);
-}
-
 /// A scratch buffer of the backend, freed on every path.
 struct Scratch {
   const MemoryOps &memory;
@@ -55,8 +40,7 @@ void exchangeGroups(const format::Command &c,
   int64_t world = intAttr(c, "world_size");
   int64_t groups = inOff.numel - 1, local = groups / world;
   int64_t rowBytes = intAttr(c, "cols") * int64_t(dtypeSize(in.dtype));
-  const std::string *rev = attr(c, "reverse");
-  bool reverse = rev && *rev == "true";
+  bool reverse = boolAttr(c, "reverse");
   if (world == 1) {
     memory.copy(out.data, in.data,
                 std::min(in.numel, out.numel) * dtypeSize(in.dtype));

@@ -41,6 +41,31 @@ size_t dtypeSize(DType t) {
   return t == DType::BF16 || t == DType::F16 ? 2 : 4;
 }
 
+const std::string *findAttr(const format::Command &c, std::string_view name) {
+  for (const auto &[k, v] : c.attrs)
+    if (k == name)
+      return &v;
+  return nullptr;
+}
+
+int64_t intAttr(const format::Command &c, std::string_view name) {
+  const std::string *v = findAttr(c, name);
+  if (!v)
+    throw Error("command " + c.target + " lacks attribute '" +
+                std::string(name) + "'");
+  return std::stoll(*v);
+}
+
+int64_t intAttrOr(const format::Command &c, std::string_view name,
+                  int64_t fallback) {
+  return findAttr(c, name) ? intAttr(c, name) : fallback;
+}
+
+bool boolAttr(const format::Command &c, std::string_view name) {
+  const std::string *v = findAttr(c, name);
+  return v && (*v == "true" || *v == "unit");
+}
+
 int64_t bufferNumel(const format::Buffer &b, int64_t tokens) {
   return b.rows.eval(tokens) * b.cols;
 }

@@ -66,18 +66,6 @@ void installAtenGemm() {
 }
 
 #ifdef FMOE_HAS_CUDA
-const std::string *attr(const fmoe::format::Command &c, std::string_view name) {
-  for (const auto &[k, v] : c.attrs)
-    if (k == name)
-      return &v;
-  return nullptr;
-}
-int64_t intAttr(const fmoe::format::Command &c, std::string_view name,
-                int64_t fallback) {
-  const std::string *v = attr(c, name);
-  return v ? std::stoll(*v) : fallback;
-}
-
 /// bf16 grouped GEMMs through torch's grouped GEMM (CUTLASS, tensor cores),
 /// with the group sizes read on the device as the runtime's own kernels do.
 /// Layouts torch cannot take (misaligned leading dimensions, other dtypes)
@@ -108,16 +96,16 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
   };
   // 16-byte alignment of every row start, as torch's grouped GEMM requires.
   auto aligned = [](int64_t elems) { return elems % 8 == 0; };
-  int64_t local = intAttr(c, "local_experts", 1);
+  int64_t local = intAttrOr(c, "local_experts", 1);
   const BufferRef &offBuf = args.back();
   int64_t groups = offBuf.numel - 1, perExpert = groups / local;
   at::Tensor offsets = view(offBuf.data, {offBuf.numel}, at::kInt);
   at::Tensor offs =
       offsets.slice(0, perExpert, groups + 1, perExpert).contiguous();
   if (wgrad) {
-    int64_t m = intAttr(c, "m", 0), n = intAttr(c, "n", 0);
-    int64_t lda = intAttr(c, "lda", m), ldb = intAttr(c, "ldb", n);
-    int64_t aCol = intAttr(c, "a_col", 0);
+    int64_t m = intAttrOr(c, "m", 0), n = intAttrOr(c, "n", 0);
+    int64_t lda = intAttrOr(c, "lda", m), ldb = intAttrOr(c, "ldb", n);
+    int64_t aCol = intAttrOr(c, "a_col", 0);
     if (!aligned(lda) || !aligned(ldb) || !aligned(aCol) || !aligned(m) ||
         !aligned(n))
       return false;
@@ -127,11 +115,11 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
     dw.copy_(at::_grouped_mm(a.t(), b, offs));
     return true;
   }
-  int64_t n = intAttr(c, "n", 0), k = intAttr(c, "k", 0);
-  int64_t lda = intAttr(c, "lda", k), ldc = intAttr(c, "ldc", n);
-  int64_t aCol = intAttr(c, "a_col", 0), cCol = intAttr(c, "c_col", 0);
-  bool nt = attr(c, "layout") && *attr(c, "layout") == "nt";
-  bool accumulate = attr(c, "accumulate") && *attr(c, "accumulate") == "true";
+  int64_t n = intAttrOr(c, "n", 0), k = intAttrOr(c, "k", 0);
+  int64_t lda = intAttrOr(c, "lda", k), ldc = intAttrOr(c, "ldc", n);
+  int64_t aCol = intAttrOr(c, "a_col", 0), cCol = intAttrOr(c, "c_col", 0);
+  bool nt = findAttr(c, "layout") && *findAttr(c, "layout") == "nt";
+  bool accumulate = boolAttr(c, "accumulate");
   if (!aligned(lda) || !aligned(aCol) || !aligned(k) || !aligned(n))
     return false;
   const BufferRef &wBuf = args[gather ? 2 : 1];

@@ -100,6 +100,15 @@ public:
                    const std::vector<BufferRef> &args, int64_t tokens) = 0;
 };
 
+/// Attributes of a command, as the module file spells them: the value of
+/// `name` (null when absent); as an integer (Error when absent); as an
+/// integer with a fallback; as a flag ("true", or a unit attribute).
+const std::string *findAttr(const format::Command &cmd, std::string_view name);
+int64_t intAttr(const format::Command &cmd, std::string_view name);
+int64_t intAttrOr(const format::Command &cmd, std::string_view name,
+                  int64_t fallback);
+bool boolAttr(const format::Command &cmd, std::string_view name);
+
 /// The element count of buffer `b` for `tokens` tokens.
 int64_t bufferNumel(const format::Buffer &b, int64_t tokens);
 

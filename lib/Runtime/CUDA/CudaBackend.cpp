@@ -146,10 +146,7 @@ public:
   const format::Command &command() const { return cmd; }
 
   const std::string *find(std::string_view name) const {
-    for (const auto &[key, value] : cmd.attrs)
-      if (key == name)
-        return &value;
-    return nullptr;
+    return findAttr(cmd, name);
   }
 
   int64_t getInt(std::string_view name) const {
