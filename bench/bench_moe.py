@@ -46,9 +46,11 @@ def act_fn(name):
 
 
 def route(x, layer):
-    logits = F.linear(x, layer.gate.gate.weight, layer.gate.gate.bias)
+    # fp32 logits, as fmoe's gate computes them, so that both route alike.
+    gate = layer.gate.gate
+    logits = F.linear(x.float(), gate.weight.float(), gate.bias.float())
     val, idx = torch.topk(logits, layer.top_k, dim=-1)
-    return idx, torch.softmax(val.float(), -1).to(x.dtype)
+    return idx, torch.softmax(val, -1).to(x.dtype)
 
 
 def experts(layer):
@@ -149,6 +151,24 @@ def profile(fn, params, s, name):
     print(p.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
 
 
+def check(fn, ref, params, s):
+    """fmoe against the grouped_mm baseline on one batch: relative error
+    (norm of the difference / norm of the reference) of the output, dx and
+    the first expert weight's gradient. A few near-tied tokens may route
+    differently; bf16 rounding gives ~1e-2."""
+    x = torch.randn(s["T"], s["d"], device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    g = torch.randn_like(x)
+    errs = []
+    outs = []
+    for f in (fn, ref):
+        y = f(x)
+        dx, dw = torch.autograd.grad(y, [x, params[2]], g)
+        outs.append([y.float(), dx.float(), dw.float()])
+    for a, b in zip(*outs):
+        errs.append(((a - b).norm() / b.norm().clamp_min(1e-30)).item())
+    return errs
+
+
 def flops(s, backward):
     mats = 3 if s["act"] in ("swiglu", "geglu") else 2
     f = 2 * s["T"] * s["k"] * s["d"] * s["h"] * mats
@@ -183,6 +203,11 @@ def main():
                 impls[impl] = (grouped_mm_moe(layer, act), params)
             elif impl == "dense":
                 impls[impl] = dense_bound(layer, act, s)
+        if "fmoe" in impls and "grouped_mm" in impls:
+            e = check(impls["fmoe"][0], impls["grouped_mm"][0], params, s)
+            print(f"{name:15} check: fmoe vs grouped_mm relative error: output {e[0]:.1e}, "
+                  f"dx {e[1]:.1e}, d fc1 weight {e[2]:.1e}")
+            results.append(dict(shape=name, check=dict(output=e[0], dx=e[1], dw=e[2])))
         for backward in (False, True):
             rows = {}
             for impl, (fn, ps) in impls.items():

@@ -3,7 +3,9 @@
 # torch extension with the compiler off, run the GPU tests and the benchmark.
 # The compiled modules come from .fmoe-cache (carried; fill it here first with
 #   FMOE_CACHE_DIR=.fmoe-cache python3 bench/prepare_cache.py).
-# Usage (device tool): bash bench/run_device.sh  [results go to $OUT or bench/out]
+# Usage (device tool): bash bench/run_device.sh [ep] [bench args...]
+#   (results go to $OUT or bench/out). With `ep` (a machine of several GPUs):
+#   the NCCL tests and bench/bench_ep.py on 1, 2, ... all GPUs instead.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-bench/out}"
@@ -15,6 +17,20 @@ git rev-parse HEAD 2>/dev/null | tee -a "$out/gpu.txt"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DFMOE_ENABLE_COMPILER=OFF \
   -DFMOE_ENABLE_TESTS=OFF -DPython3_EXECUTABLE="$(command -v python3)" > "$out/cmake.log" 2>&1 \
   && ninja -C build-gpu fmoe_ops > "$out/build.log" 2>&1 || { tail -30 "$out/cmake.log" "$out/build.log"; exit 1; }
+if [ "${1:-}" = ep ]; then
+  shift
+  gpus=$(nvidia-smi -L | wc -l)
+  echo "== expert-parallel tests over NCCL ($gpus GPUs)"
+  python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_distributed.py 2>&1 \
+    | tee "$out/ep-tests.log" | tail -8
+  for n in 1 2 4 8; do
+    [ "$n" -le "$gpus" ] || break
+    echo "== bench_ep on $n GPUs"
+    torchrun --standalone --nproc-per-node "$n" bench/bench_ep.py --json "$out/ep-${n}gpu.json" "$@" \
+      2>&1 | grep -v "^W\|OMP_NUM_THREADS\|^\*\*\*" | tee "$out/ep-${n}gpu.log"
+  done
+  exit 0
+fi
 echo "== GPU tests"
 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$out/gpu-tests.log" | tail -25
 echo "== demo (60 steps on the GPU)"

@@ -144,6 +144,26 @@ struct KB {
                      .getShuffleResult());
     return v;
   }
+  /// body(col) for the columns [0, n) that thread `tid` of a kBlock-thread
+  /// block covers in a row kernel: tid, tid + kBlock, ... (coalesced across
+  /// the block), unrolled up to 4 times when n allows it.
+  void columns(Value tid, int64_t n, function_ref<void(Value)> body) {
+    int64_t unroll = 4;
+    while (unroll > 1 && n % (kBlock * unroll) != 0)
+      unroll /= 2;
+    if (n % kBlock != 0) {
+      loop(tid, c(n), ValueRange{}, [&](Value j, ValueRange) {
+        body(j);
+        return SmallVector<Value>{};
+      }, kBlock);
+      return;
+    }
+    loop(c(0), c(n), ValueRange{}, [&](Value j0, ValueRange) {
+      for (int64_t u = 0; u < unroll; ++u)
+        body(add(j0, add(c(u * kBlock), tid)));
+      return SmallVector<Value>{};
+    }, kBlock * unroll);
+  }
   void when(Value cond, function_ref<void()> body) {
     auto ifOp = scf::IfOp::create(b, loc, cond, /*withElseRegion=*/false);
     OpBuilder::InsertionGuard g(b);
@@ -405,11 +425,14 @@ private:
          {b.getNamedAttr("byte", b.getI64IntegerAttr(byte))});
   }
 
-  /// Builds kernel `<func>_<suffix>` with one thread per item of `work`
-  /// (linear in T) and launches it on `args` (buffers) and T.
-  void launch(Operation *src, StringRef suffix, ValueRange args, Lin work,
-              function_ref<void(KB &, Value, ValueRange, Value)> body,
-              ArrayRef<NamedAttribute> params = {}) {
+  using BlockBody =
+      function_ref<void(KB &, Value block, Value thread, ValueRange, Value)>;
+
+  /// Builds kernel `<func>_<suffix>` with `work` threads (linear in T, a
+  /// multiple of kBlock) in blocks of kBlock and launches it on `args`
+  /// (buffers) and T. The body gets the block and thread ids.
+  void launchBlocks(Operation *src, StringRef suffix, ValueRange args, Lin work,
+                    BlockBody body, ArrayRef<NamedAttribute> params) {
     std::string name = (func.getName() + "_" + suffix).str();
     unsigned n = 0;
     while (kernels.lookupSymbol(name + (n ? "_" + std::to_string(n) : "")))
@@ -426,14 +449,10 @@ private:
     Block &entry = fn.getBody().front();
     kb.setInsertionPointToStart(&entry);
     KB k{kb, loc};
-    Value t = entry.getArguments().back();
     Value tid = gpu::ThreadIdOp::create(kb, loc, gpu::Dimension::x);
     Value bid = gpu::BlockIdOp::create(kb, loc, gpu::Dimension::x);
-    Value bdim = gpu::BlockDimOp::create(kb, loc, gpu::Dimension::x);
-    Value i = k.add(k.mul(bid, bdim), tid);
-    Value count = k.add(k.mul(t, k.c(work.perToken)), k.c(work.constant));
-    k.when(k.cmpi(arith::CmpIPredicate::ult, i, count),
-           [&] { body(k, i, entry.getArguments().drop_back(), t); });
+    body(k, bid, tid, entry.getArguments().drop_back(),
+         entry.getArguments().back());
     gpu::ReturnOp::create(kb, loc);
 
     KB h{b, loc};
@@ -460,6 +479,53 @@ private:
           a.getName() != "resultSegmentSizes")
         launchOp->setAttr(("fmoe.attr." + a.getName().strref()).str(),
                           a.getValue());
+  }
+
+  /// A kernel with one thread per item of `work` (linear in T): the body gets
+  /// the item `i` only when i < work.
+  void launch(Operation *src, StringRef suffix, ValueRange args, Lin work,
+              function_ref<void(KB &, Value, ValueRange, Value)> body,
+              ArrayRef<NamedAttribute> params = {}) {
+    launchBlocks(
+        src, suffix, args, work,
+        [&](KB &k, Value bid, Value tid, ValueRange a, Value t) {
+          Value i = k.add(k.mul(bid, k.c(kBlock)), tid);
+          Value count =
+              k.add(k.mul(t, k.c(work.perToken)), k.c(work.constant));
+          k.when(k.cmpi(arith::CmpIPredicate::ult, i, count),
+                 [&] { body(k, i, a, t); });
+        },
+        params);
+  }
+
+  /// A row kernel: one block of kBlock threads per row of `rows` (linear in
+  /// T); the body gets the row and the thread, and covers the row's columns
+  /// with KB::columns. `offsetsOperand` names the argument holding the group
+  /// offsets of a grouped buffer, so that the runtime can launch only the
+  /// rows in use when it knows them (after an exchange).
+  void launchRows(Operation *src, StringRef suffix, ValueRange args, Lin rows,
+                  BlockBody body, int64_t offsetsOperand = -1) {
+    SmallVector<NamedAttribute> params;
+    if (offsetsOperand >= 0)
+      params.push_back(b.getNamedAttr("rows_offsets",
+                                      b.getI64IntegerAttr(offsetsOperand)));
+    launchBlocks(src, suffix, args, rows * kBlock, body, params);
+  }
+
+  /// The row kernel of a grouped buffer: body(k, row, thread, args) only for
+  /// rows before offsets[groups] (args[offsetsOperand] is the offsets).
+  void launchGroupedRows(Operation *src, StringRef suffix, ValueRange args,
+                         Lin rows, int64_t offsetsOperand, int64_t groups,
+                         function_ref<void(KB &, Value, Value, ValueRange)>
+                             body) {
+    launchRows(
+        src, suffix, args, rows,
+        [&](KB &k, Value r, Value tid, ValueRange a, Value) {
+          Value used = k.ld(a[offsetsOperand], k.c(groups));
+          k.when(k.cmpi(arith::CmpIPredicate::slt, k.toI32(r), used),
+                 [&] { body(k, r, tid, a); });
+        },
+        offsetsOperand);
   }
 
   //===--------------------------------------------------------------------===//
@@ -713,15 +779,17 @@ private:
     int64_t d = dim(op.getInput(), 1);
     Lin rows = rowsOf(op.getTokenOf());
     Value out = define(op.getRows(), rows);
-    launch(op, "gather", {mem(op.getInput()), mem(op.getTokenOf()), out},
-           rows * d, [&](KB &k, Value i, ValueRange a, Value) {
-             Value r = k.div(i, k.c(d)), col = k.rem(i, k.c(d));
-             Value t = k.toIndex(k.ld(a[1], r));
-             Value valid = k.cmpi(arith::CmpIPredicate::sge, t, k.c(0));
-             Value src = k.add(k.mul(k.sel(valid, t, k.c(0)), k.c(d)), col);
-             Value v = k.ld(a[0], src);
-             k.st(k.sel(valid, v, k.f(0.0)), a[2], i);
-           });
+    launchRows(op, "gather", {mem(op.getInput()), mem(op.getTokenOf()), out},
+               rows, [&](KB &k, Value r, Value tid, ValueRange a, Value) {
+                 Value t = k.toIndex(k.ld(a[1], r));
+                 Value valid = k.cmpi(arith::CmpIPredicate::sge, t, k.c(0));
+                 Value src = k.mul(k.sel(valid, t, k.c(0)), k.c(d));
+                 Value dst = k.mul(r, k.c(d));
+                 k.columns(tid, d, [&](Value col) {
+                   Value v = k.ld(a[0], k.add(src, col));
+                   k.st(k.sel(valid, v, k.f(0.0)), a[2], k.add(dst, col));
+                 });
+               });
     return success();
   }
 
@@ -770,9 +838,7 @@ private:
           b.getNamedAttr("c_col", b.getI64IntegerAttr(cCol)),
           b.getNamedAttr("local_experts", b.getI64IntegerAttr(local))};
     };
-    // Rows past offsets[G] stay zero.
-    memset(op, h, 0);
-    memset(op, y, 0);
+    // Rows past offsets[G] are never read: no memsets.
     auto fc1Gemm = [&](Value w, int64_t cCol) {
       if (tokenOf)
         call(op, "grouped_gemm_gather",
@@ -787,62 +853,74 @@ private:
       fc1Gemm(up, hidden);
     // Activation epilogue: h keeps the biased pre-activation, a = act(h).
     Value a = temp(op->getLoc(), elementOf(hRes), rows, hidden);
-    memset(op, a, 0);
     SmallVector<Value> args{h, mem(offsets), a};
     if (fc1Bias)
       args.push_back(mem(fc1Bias));
-    launch(op, "bias_act", args, rows * hidden,
-           [&](KB &k, Value i, ValueRange m, Value) {
-             Value r = k.div(i, k.c(hidden)), j = k.rem(i, k.c(hidden));
-             Value used = k.ld(m[1], k.c(groups));
-             k.when(k.cmpi(arith::CmpIPredicate::slt, k.toI32(r), used), [&] {
-               Value hIdx = k.add(k.mul(r, k.c(hw)), j);
-               Value pre = k.ld(m[0], hIdx);
-               if (fc1Bias) {
-                 Value l = localExpertOf(k, m[1], r, groups, local);
-                 pre = k.add(pre, k.ld(m[3], k.add(k.mul(l, k.c(hidden)), j)));
-                 k.st(pre, m[0], hIdx);
-               }
-               Value out = k.act(act, pre);
-               if (glu)
-                 out = k.mul(out, k.ld(m[0], k.add(hIdx, k.c(hidden))));
-               k.st(out, m[2], k.add(k.mul(r, k.c(hidden)), j));
-             });
-           });
+    launchGroupedRows(
+        op, "bias_act", args, rows, 1, groups,
+        [&](KB &k, Value r, Value tid, ValueRange m) {
+          Value hRow = k.mul(r, k.c(hw)), aRow = k.mul(r, k.c(hidden));
+          Value biasRow;
+          if (fc1Bias)
+            biasRow = k.mul(localExpertOf(k, m[1], r, groups, local),
+                            k.c(hidden));
+          k.columns(tid, hidden, [&](Value j) {
+            Value hIdx = k.add(hRow, j);
+            Value pre = k.ld(m[0], hIdx);
+            if (fc1Bias) {
+              pre = k.add(pre, k.ld(m[3], k.add(biasRow, j)));
+              k.st(pre, m[0], hIdx);
+            }
+            Value out = k.act(act, pre);
+            if (glu)
+              out = k.mul(out, k.ld(m[0], k.add(hIdx, k.c(hidden))));
+            k.st(out, m[2], k.add(aRow, j));
+          });
+        });
     call(op, "grouped_gemm", {a, mem(fc2), y, mem(offsets)},
          gemmAttrs("nt", d, hidden, hidden, d, 0));
     if (fc2Bias)
-      launch(op, "bias", {y, mem(offsets), mem(fc2Bias)}, rows * d,
-             [&](KB &k, Value i, ValueRange m, Value) {
-               Value r = k.div(i, k.c(d)), j = k.rem(i, k.c(d));
-               Value used = k.ld(m[1], k.c(groups));
-               k.when(k.cmpi(arith::CmpIPredicate::slt, k.toI32(r), used), [&] {
-                 Value l = localExpertOf(k, m[1], r, groups, local);
-                 Value v = k.add(k.ld(m[0], i),
-                                 k.ld(m[2], k.add(k.mul(l, k.c(d)), j)));
-                 k.st(v, m[0], i);
-               });
-             });
+      launchGroupedRows(
+          op, "bias", {y, mem(offsets), mem(fc2Bias)}, rows, 1, groups,
+          [&](KB &k, Value r, Value tid, ValueRange m) {
+            Value yRow = k.mul(r, k.c(d));
+            Value biasRow =
+                k.mul(localExpertOf(k, m[1], r, groups, local), k.c(d));
+            k.columns(tid, d, [&](Value j) {
+              Value idx = k.add(yRow, j);
+              k.st(k.add(k.ld(m[0], idx), k.ld(m[2], k.add(biasRow, j))), m[0],
+                   idx);
+            });
+          });
   }
 
   /// out[t, :] = sum_k scores[t, k] * y[slot_pos[t, k], :].
   void combine(Operation *op, Value y, Value slotPos, Value scores, Value out,
                Lin tokensRows, int64_t d, int64_t topK) {
-    launch(op, "combine", {y, slotPos, scores, out}, tokensRows * d,
-           [&](KB &k, Value i, ValueRange a, Value) {
-             Value t = k.div(i, k.c(d)), col = k.rem(i, k.c(d));
-             Value acc = k.f(0.0);
-             for (int64_t s = 0; s < topK; ++s) {
-               Value slot = k.add(k.mul(t, k.c(topK)), k.c(s));
-               Value pos = k.toIndex(k.ld(a[1], slot));
-               Value valid = k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0));
-               Value safe = k.sel(valid, pos, k.c(0));
-               Value v = k.mul(k.ld(a[2], slot),
-                               k.ld(a[0], k.add(k.mul(safe, k.c(d)), col)));
-               acc = k.add(acc, k.sel(valid, v, k.f(0.0)));
-             }
-             k.st(acc, a[3], i);
-           });
+    launchRows(op, "combine", {y, slotPos, scores, out}, tokensRows,
+               [&](KB &k, Value t, Value tid, ValueRange a, Value) {
+                 // The token's slots: where its rows are and their weights.
+                 SmallVector<Value> valid, src, score;
+                 for (int64_t s = 0; s < topK; ++s) {
+                   Value slot = k.add(k.mul(t, k.c(topK)), k.c(s));
+                   Value pos = k.toIndex(k.ld(a[1], slot));
+                   valid.push_back(
+                       k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0)));
+                   src.push_back(
+                       k.mul(k.sel(valid.back(), pos, k.c(0)), k.c(d)));
+                   score.push_back(k.ld(a[2], slot));
+                 }
+                 Value dst = k.mul(t, k.c(d));
+                 k.columns(tid, d, [&](Value col) {
+                   Value acc = k.f(0.0);
+                   for (int64_t s = 0; s < topK; ++s) {
+                     Value v =
+                         k.mul(score[s], k.ld(a[0], k.add(src[s], col)));
+                     acc = k.add(acc, k.sel(valid[s], v, k.f(0.0)));
+                   }
+                   k.st(acc, a[3], k.add(dst, col));
+                 });
+               });
   }
 
   LogicalResult lowerExpert(ExpertOp op) {
@@ -903,20 +981,23 @@ private:
     Lin tokensRows = rowsOf(op.getSlotPos());
     Value dy = define(op.getGradY(), rowsOf(op.getY()));
     Value ds = define(op.getGradScores(), tokensRows);
-    memset(op, dy, 0);
-    launch(op, "combine_grad_rows",
-           {mem(op.getGradOutput()), mem(op.getSlotPos()), mem(op.getScores()),
-            dy},
-           tokensRows * (topK * d), [&](KB &k, Value i, ValueRange a, Value) {
-             Value slot = k.div(i, k.c(d)), col = k.rem(i, k.c(d));
-             Value t = k.div(slot, k.c(topK));
-             Value pos = k.toIndex(k.ld(a[1], slot));
-             k.when(k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0)), [&] {
-               Value g = k.ld(a[0], k.add(k.mul(t, k.c(d)), col));
-               k.st(k.mul(k.ld(a[2], slot), g), a[3],
-                    k.add(k.mul(pos, k.c(d)), col));
-             });
-           });
+    // Every row of dy in a group is some slot's: no memset.
+    launchRows(op, "combine_grad_rows",
+               {mem(op.getGradOutput()), mem(op.getSlotPos()),
+                mem(op.getScores()), dy},
+               tokensRows * topK,
+               [&](KB &k, Value slot, Value tid, ValueRange a, Value) {
+                 Value t = k.div(slot, k.c(topK));
+                 Value pos = k.toIndex(k.ld(a[1], slot));
+                 k.when(k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0)), [&] {
+                   Value score = k.ld(a[2], slot);
+                   Value src = k.mul(t, k.c(d)), dst = k.mul(pos, k.c(d));
+                   k.columns(tid, d, [&](Value col) {
+                     k.st(k.mul(score, k.ld(a[0], k.add(src, col))), a[3],
+                          k.add(dst, col));
+                   });
+                 });
+               });
     launch(op, "combine_grad_scores",
            {mem(op.getGradOutput()), mem(op.getY()), mem(op.getSlotPos()), ds},
            tokensRows * (topK * 32), [&](KB &k, Value i, ValueRange a, Value) {
@@ -998,20 +1079,21 @@ private:
           b.getNamedAttr("local_experts", b.getI64IntegerAttr(local))};
     };
     // a = act(h) again (cheaper to recompute than to keep).
+    // Rows past offsets[G] are never read: no memsets below.
     Value a = temp(op.getLoc(), elt, rows, hidden);
-    memset(op, a, 0);
-    launch(op, "act", {h, offsets, a}, rows * hidden,
-           [&](KB &k, Value i, ValueRange m, Value) {
-             Value r = k.div(i, k.c(hidden)), j = k.rem(i, k.c(hidden));
-             Value used = k.ld(m[1], k.c(groups));
-             k.when(k.cmpi(arith::CmpIPredicate::slt, k.toI32(r), used), [&] {
-               Value hIdx = k.add(k.mul(r, k.c(hw)), j);
-               Value out = k.act(act, k.ld(m[0], hIdx));
-               if (glu)
-                 out = k.mul(out, k.ld(m[0], k.add(hIdx, k.c(hidden))));
-               k.st(out, m[2], i);
-             });
-           });
+    launchGroupedRows(op, "act", {h, offsets, a}, rows, 1, groups,
+                      [&](KB &k, Value r, Value tid, ValueRange m) {
+                        Value hRow = k.mul(r, k.c(hw));
+                        Value aRow = k.mul(r, k.c(hidden));
+                        k.columns(tid, hidden, [&](Value j) {
+                          Value hIdx = k.add(hRow, j);
+                          Value out = k.act(act, k.ld(m[0], hIdx));
+                          if (glu)
+                            out = k.mul(
+                                out, k.ld(m[0], k.add(hIdx, k.c(hidden))));
+                          k.st(out, m[2], k.add(aRow, j));
+                        });
+                      });
     // fc2: dW2[l] = dyᵀ a, db2 = column sums of dy, da = dy W2.
     Value dw2 = define(op.getGradFc2Weight(), {0, local});
     call(op, "grouped_wgrad", {dyv, a, dw2, offsets},
@@ -1024,25 +1106,23 @@ private:
          gemm("nn", hidden, d, d, 0, hidden, false));
     // dh = da * act'(h) (GLU: gate and up halves).
     Value dh = temp(op.getLoc(), elt, rows, hw);
-    memset(op, dh, 0);
-    launch(op, "act_grad", {h, da, offsets, dh}, rows * hidden,
-           [&](KB &k, Value i, ValueRange m, Value) {
-             Value r = k.div(i, k.c(hidden)), j = k.rem(i, k.c(hidden));
-             Value used = k.ld(m[2], k.c(groups));
-             k.when(k.cmpi(arith::CmpIPredicate::slt, k.toI32(r), used), [&] {
-               Value hIdx = k.add(k.mul(r, k.c(hw)), j);
-               Value pre = k.ld(m[0], hIdx);
-               Value g = k.ld(m[1], i);
-               if (glu) {
-                 Value u = k.ld(m[0], k.add(hIdx, k.c(hidden)));
-                 k.st(k.mul(k.mul(g, u), k.actGrad(act, pre)), m[3], hIdx);
-                 k.st(k.mul(g, k.act(act, pre)), m[3],
-                      k.add(hIdx, k.c(hidden)));
-               } else {
-                 k.st(k.mul(g, k.actGrad(act, pre)), m[3], hIdx);
-               }
-             });
-           });
+    launchGroupedRows(
+        op, "act_grad", {h, da, offsets, dh}, rows, 2, groups,
+        [&](KB &k, Value r, Value tid, ValueRange m) {
+          Value hRow = k.mul(r, k.c(hw)), aRow = k.mul(r, k.c(hidden));
+          k.columns(tid, hidden, [&](Value j) {
+            Value hIdx = k.add(hRow, j);
+            Value pre = k.ld(m[0], hIdx);
+            Value g = k.ld(m[1], k.add(aRow, j));
+            if (glu) {
+              Value u = k.ld(m[0], k.add(hIdx, k.c(hidden)));
+              k.st(k.mul(k.mul(g, u), k.actGrad(act, pre)), m[3], hIdx);
+              k.st(k.mul(g, k.act(act, pre)), m[3], k.add(hIdx, k.c(hidden)));
+            } else {
+              k.st(k.mul(g, k.actGrad(act, pre)), m[3], hIdx);
+            }
+          });
+        });
     // fc1 (and up): dW1[l] = dh1ᵀ rows, db1, drows = dh1 W1 (+ dhu Wup).
     Value dw1 = define(op.getGradFc1Weight(), {0, local});
     call(op, "grouped_wgrad", {dh, rowsv, dw1, offsets},
@@ -1051,7 +1131,6 @@ private:
       groupColumnSum(op, "fc1_bias_grad", dh, hw, 0, hidden, offsets, groups,
                      local, define(op.getGradFc1Bias(), {0, local}));
     Value drows = define(op.getGradRows(), rows);
-    memset(op, drows, 0);
     call(op, "grouped_gemm", {dh, mem(op.getFc1Weight()), drows, offsets},
          gemm("nn", d, hidden, hw, 0, d, false));
     if (glu) {
@@ -1068,20 +1147,25 @@ private:
     int64_t d = dim(op.getGradRows(), 1), topK = dim(op.getSlotPos(), 1);
     Lin tokensRows = rowsOf(op.getSlotPos());
     Value dx = define(op.getGradInput(), tokensRows);
-    launch(op, "gather_grad", {mem(op.getGradRows()), mem(op.getSlotPos()), dx},
-           tokensRows * d, [&](KB &k, Value i, ValueRange a, Value) {
-             Value t = k.div(i, k.c(d)), col = k.rem(i, k.c(d));
-             Value acc = k.f(0.0);
-             for (int64_t s = 0; s < topK; ++s) {
-               Value pos =
-                   k.toIndex(k.ld(a[1], k.add(k.mul(t, k.c(topK)), k.c(s))));
-               Value valid = k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0));
-               Value v = k.ld(
-                   a[0], k.add(k.mul(k.sel(valid, pos, k.c(0)), k.c(d)), col));
-               acc = k.add(acc, k.sel(valid, v, k.f(0.0)));
-             }
-             k.st(acc, a[2], i);
-           });
+    launchRows(
+        op, "gather_grad", {mem(op.getGradRows()), mem(op.getSlotPos()), dx},
+        tokensRows, [&](KB &k, Value t, Value tid, ValueRange a, Value) {
+          SmallVector<Value> valid, src;
+          for (int64_t s = 0; s < topK; ++s) {
+            Value pos =
+                k.toIndex(k.ld(a[1], k.add(k.mul(t, k.c(topK)), k.c(s))));
+            valid.push_back(k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0)));
+            src.push_back(k.mul(k.sel(valid.back(), pos, k.c(0)), k.c(d)));
+          }
+          Value dst = k.mul(t, k.c(d));
+          k.columns(tid, d, [&](Value col) {
+            Value acc = k.f(0.0);
+            for (int64_t s = 0; s < topK; ++s)
+              acc = k.add(acc, k.sel(valid[s], k.ld(a[0], k.add(src[s], col)),
+                                     k.f(0.0)));
+            k.st(acc, a[2], k.add(dst, col));
+          });
+        });
     return success();
   }
 
@@ -1192,17 +1276,23 @@ private:
     Lin tokensRows = rowsOf(op.getInput());
     Value dl = mem(op.getGradLogits()), x = mem(op.getInput());
     Value dx = define(op.getGradInput(), tokensRows);
-    launch(op, "gate_grad_input",
-           {dl, mem(op.getWeight()), mem(op.getGradInputAcc()), dx},
-           tokensRows * d, [&](KB &k, Value i, ValueRange a, Value) {
-             Value t = k.div(i, k.c(d)), col = k.rem(i, k.c(d));
-             Value acc = k.ld(a[2], i);
-             for (int64_t j = 0; j < e; ++j)
-               acc =
-                   k.add(acc, k.mul(k.ld(a[0], k.add(k.mul(t, k.c(e)), k.c(j))),
-                                    k.ld(a[1], k.add(k.c(j * d), col))));
-             k.st(acc, a[3], i);
-           });
+    launchRows(op, "gate_grad_input",
+               {dl, mem(op.getWeight()), mem(op.getGradInputAcc()), dx},
+               tokensRows,
+               [&](KB &k, Value t, Value tid, ValueRange a, Value) {
+                 SmallVector<Value> g;
+                 for (int64_t j = 0; j < e; ++j)
+                   g.push_back(k.ld(a[0], k.add(k.mul(t, k.c(e)), k.c(j))));
+                 Value row = k.mul(t, k.c(d));
+                 k.columns(tid, d, [&](Value col) {
+                   Value i = k.add(row, col);
+                   Value acc = k.ld(a[2], i);
+                   for (int64_t j = 0; j < e; ++j)
+                     acc = k.add(acc, k.mul(g[j], k.ld(a[1], k.add(k.c(j * d),
+                                                                   col))));
+                   k.st(acc, a[3], i);
+                 });
+               });
     // dW = dlᵀ x and db = column sums of dl reduce over all T tokens: each
     // of kChunks slices of the tokens is summed by its own threads and added
     // into an f32 accumulator, then stored in the weight's type.

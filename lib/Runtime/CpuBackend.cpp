@@ -746,7 +746,7 @@ private:
           };
       host.allocate = [this](int64_t n) { return allocate(n); };
       host.deallocate = [this](void *p) { deallocate(p); };
-      exchangeGroups(c, a, communicator, host);
+      exchangedRows = exchangeGroups(c, a, communicator, host);
     } else {
       throw Error("cpu backend: unknown library function '" + c.target + "'");
     }

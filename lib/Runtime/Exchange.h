@@ -25,7 +25,8 @@ struct MemoryOps {
 /// `fmoe_rt_all_to_all` (docs/module-format.md) on `args` = (in, offsets,
 /// out, out_offsets), over `comm`. The counts travel first, so the receive
 /// sizes are known on the host (one small copy of the offsets to the host).
-void exchangeGroups(const format::Command &cmd,
+/// Returns the number of rows received (out_offsets' last entry).
+int64_t exchangeGroups(const format::Command &cmd,
                     const std::vector<BufferRef> &args, Communicator *comm,
                     const MemoryOps &memory);
 

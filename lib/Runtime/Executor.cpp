@@ -78,6 +78,7 @@ void execute(const CompiledModule &module, const format::Program &program,
                 std::to_string(outputs.size()));
 
   backend.communicator = communicator;
+  backend.exchangedRows = -1;
   std::vector<BufferRef> args;
   for (const format::Command &cmd : program.commands) {
     args.clear();
@@ -92,6 +93,13 @@ void execute(const CompiledModule &module, const format::Program &program,
       }
     }
     backend.run(module.module(), cmd, args, tokens);
+    // An exchange tells the host how many rows arrived: later commands on
+    // its output offsets can size their work by it (BufferRef::knownTotal).
+    if (backend.exchangedRows >= 0 && cmd.args.size() == 4 &&
+        cmd.args[3].buffer != format::Operand::kTokens) {
+      bound[cmd.args[3].buffer].knownTotal = backend.exchangedRows;
+      backend.exchangedRows = -1;
+    }
     for (int64_t r : cmd.release) {
       if (temps.live[r]) {
         backend.deallocate(temps.live[r]);

@@ -120,6 +120,12 @@ private:
           b, loc, a.getInput().getType(), a.getOffsets().getType(), g,
           in(a.getOutOffsets()), a.getGridAttr(), a.getPlacementAttr(),
           a.getReverse() ? UnitAttr() : b.getUnitAttr());
+      // Undoing a reverse exchange re-creates the expert side's offsets:
+      // the backward's expert stage uses those instead of saving the
+      // forward's, as the runtime then knows on the host how many rows are
+      // in use (it exchanged the counts).
+      if (a.getReverse() && !captured.contains(a.getOffsets()))
+        captured.map(a.getOffsets(), back.getOutOffsets());
       return addAdj(op, a.getInput(), back.getOutput());
     }
     if (auto e = dyn_cast<ExpertOp>(op)) {

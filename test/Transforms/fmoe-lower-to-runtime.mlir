@@ -19,18 +19,28 @@
 // CHECK-SAME: fmoe.work = array<i64: 0, 1>
 // CHECK: gpu.launch_func @fmoe_kernels::@layer_scatter
 // CHECK-SAME: fmoe.work = array<i64: 2, 0>
+// Rows past the groups are never read, so the expert stage clears nothing;
+// its elementwise kernels run a block per row (256 threads x T*k rows) and
+// name their offsets operand (fmoe.param.rows_offsets).
+// CHECK-NOT: fmoe_rt_memset
 // CHECK: call @fmoe_rt_grouped_gemm_gather_f32(
 // CHECK-SAME: k = 16 : i64, layout = "nt", lda = 16 : i64, ldc = 32 : i64, local_experts = 4 : i64, n = 32 : i64
+// CHECK-NOT: fmoe_rt_memset
 // CHECK: gpu.launch_func @fmoe_kernels::@layer_bias_act
+// CHECK-SAME: fmoe.param.rows_offsets = 1 : i64
+// CHECK-SAME: fmoe.work = array<i64: 512, 0>
 // CHECK: call @fmoe_rt_grouped_gemm_f32(
 // CHECK: gpu.launch_func @fmoe_kernels::@layer_bias
+// CHECK-SAME: fmoe.param.rows_offsets = 1 : i64
 // CHECK: gpu.launch_func @fmoe_kernels::@layer_combine
+// CHECK-SAME: fmoe.work = array<i64: 256, 0>
 // CHECK: memref.dealloc
 // CHECK: return
 
 // CHECK-LABEL: func.func @layer_backward(%{{.*}}: index {fmoe.tokens},
 // CHECK-SAME: name = "grad_output"
 // CHECK-SAME: name = "grad_input", role = "output"
+// CHECK-NOT: fmoe_rt_memset
 // CHECK: @fmoe_kernels::@layer_backward_combine_grad_rows
 // CHECK: @fmoe_kernels::@layer_backward_combine_grad_scores
 // CHECK: @fmoe_kernels::@layer_backward_gather
@@ -45,6 +55,7 @@
 // CHECK: @fmoe_kernels::@layer_backward_gather_grad
 // CHECK: @fmoe_kernels::@layer_backward_route_grad
 // CHECK: @fmoe_kernels::@layer_backward_gate_grad_input
+// CHECK: fmoe_rt_memset_f32
 // CHECK: @fmoe_kernels::@layer_backward_gate_grad_weight
 // CHECK: @fmoe_kernels::@layer_backward_gate_grad_store
 
@@ -66,6 +77,11 @@
 // EP-SAME: local_experts = 2 : i64
 // EP: call @fmoe_rt_all_to_all_f32(
 // EP-SAME: reverse = true
+// The backward's expert stage runs on the offsets its own exchange wrote
+// (which the runtime knows on the host), not on the forward's saved ones.
 // EP-LABEL: func.func @layer_ep2_backward(
-// EP: call @fmoe_rt_all_to_all_f32({{.*}}reverse = false
-// EP: call @fmoe_rt_all_to_all_f32({{.*}}reverse = true
+// EP: call @fmoe_rt_all_to_all_f32(%{{.*}}, %{{.*}}, %[[ROWS:.*]], %[[OFF:.*]]) {{.*}}reverse = false
+// EP: call @fmoe_rt_grouped_wgrad_f32(%[[ROWS]], %{{.*}}, %{{.*}}, %[[OFF]])
+// EP: gpu.launch_func @fmoe_kernels::@layer_ep2_backward_act_grad {{.*}} args({{.*}}, %[[OFF]] : memref<?xi32>,
+// EP-SAME: fmoe.param.rows_offsets = 2 : i64
+// EP: call @fmoe_rt_all_to_all_f32(%{{.*}}, %[[OFF]], %{{.*}}, %{{.*}}) {{.*}}reverse = true

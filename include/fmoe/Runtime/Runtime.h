@@ -43,6 +43,10 @@ struct BufferRef {
   int64_t cols = 1;
   /// This argument is the token count T (`numel` holds it), not a buffer.
   bool isTokens = false;
+  /// For a group-offsets buffer: its last entry (the rows in use) when the
+  /// host knows it without reading the device, i.e. after an expert-parallel
+  /// exchange wrote it; -1 otherwise. Backends may size work by it.
+  int64_t knownTotal = -1;
 };
 
 /// A loaded and validated compiled module.
@@ -89,6 +93,10 @@ public:
   /// The group the exchanges of the program being executed run over (set by
   /// execute(); null when the layer is not distributed).
   Communicator *communicator = nullptr;
+  /// The rows the last all-to-all command received (known on the host, as
+  /// the exchange needs the counts there); execute() records it on that
+  /// command's output offsets as BufferRef::knownTotal.
+  int64_t exchangedRows = -1;
 
   virtual ~Backend();
   virtual std::string_view name() const = 0;

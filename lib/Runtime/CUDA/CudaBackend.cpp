@@ -435,6 +435,13 @@ void CudaBackend::launch(const format::Module &module,
                          const format::Command &cmd,
                          const std::vector<BufferRef> &args, int64_t tokens) {
   int64_t blocks = cmd.grid.eval(tokens);
+  // Row kernels (one block per row of a grouped buffer) name the operand
+  // holding the group offsets; when the host knows how many rows are in use,
+  // blocks past them (which would exit at once) are not launched.
+  int64_t rowsOperand = intAttrOr(cmd, "rows_offsets", -1);
+  if (rowsOperand >= 0 && rowsOperand < int64_t(args.size()) &&
+      args[rowsOperand].knownTotal >= 0)
+    blocks = std::min(blocks, args[rowsOperand].knownTotal);
   if (blocks <= 0)
     return; // no work for this token count (e.g. T = 0)
   if (blocks > INT_MAX)
@@ -616,9 +623,11 @@ void CudaBackend::groupedGemm(const Attrs &attrs, const LibraryTarget &target,
   p.accumulate = attrs.getBool("accumulate", false);
   p.localExperts = attrs.getInt("local_experts");
   p.groups = groupsOf(attrs, offsets, p.localExperts);
-  // The grid covers every row the grouped buffer could hold; the kernel
-  // skips those past offsets[G].
+  // The grid covers every row the grouped buffer could hold (or the rows in
+  // use, when the host knows them); the kernel skips those past offsets[G].
   p.rows = rowsOf(attrs, c, "c");
+  if (offsets.knownTotal >= 0)
+    p.rows = std::min(p.rows, offsets.knownTotal);
 
   requireSpan(attrs, c, "c", p.rows, p.ldc, p.cCol, p.n);
   requireSpan(attrs, w, "w", 1, 0, 0, p.localExperts * p.n * p.k);
@@ -662,6 +671,8 @@ void CudaBackend::groupedWgrad(const Attrs &attrs, const LibraryTarget &target,
   p.groups = groupsOf(attrs, offsets, p.localExperts);
   // a and b are both grouped buffers; rows past offsets[G] are not read.
   p.rows = std::min(rowsOf(attrs, a, "a"), rowsOf(attrs, b, "b"));
+  if (offsets.knownTotal >= 0)
+    p.rows = std::min(p.rows, offsets.knownTotal);
 
   requireSpan(attrs, a, "a", p.rows, p.lda, p.aCol, p.m);
   requireSpan(attrs, b, "b", p.rows, p.ldb, 0, p.n);
@@ -705,7 +716,7 @@ void CudaBackend::allToAll(const Attrs &attrs,
   };
   device.allocate = [this](int64_t bytes) { return allocate(bytes); };
   device.deallocate = [this](void *p) { deallocate(p); };
-  exchangeGroups(attrs.command(), args, communicator, device);
+  exchangedRows = exchangeGroups(attrs.command(), args, communicator, device);
 }
 
 } // namespace
