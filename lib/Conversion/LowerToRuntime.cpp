@@ -152,17 +152,23 @@ struct KB {
     while (unroll > 1 && n % (kBlock * unroll) != 0)
       unroll /= 2;
     if (n % kBlock != 0) {
-      loop(tid, c(n), ValueRange{}, [&](Value j, ValueRange) {
-        body(j);
-        return SmallVector<Value>{};
-      }, kBlock);
+      loop(
+          tid, c(n), ValueRange{},
+          [&](Value j, ValueRange) {
+            body(j);
+            return SmallVector<Value>{};
+          },
+          kBlock);
       return;
     }
-    loop(c(0), c(n), ValueRange{}, [&](Value j0, ValueRange) {
-      for (int64_t u = 0; u < unroll; ++u)
-        body(add(j0, add(c(u * kBlock), tid)));
-      return SmallVector<Value>{};
-    }, kBlock * unroll);
+    loop(
+        c(0), c(n), ValueRange{},
+        [&](Value j0, ValueRange) {
+          for (int64_t u = 0; u < unroll; ++u)
+            body(add(j0, add(c(u * kBlock), tid)));
+          return SmallVector<Value>{};
+        },
+        kBlock * unroll);
   }
   void when(Value cond, function_ref<void()> body) {
     auto ifOp = scf::IfOp::create(b, loc, cond, /*withElseRegion=*/false);
@@ -490,8 +496,7 @@ private:
         src, suffix, args, work,
         [&](KB &k, Value bid, Value tid, ValueRange a, Value t) {
           Value i = k.add(k.mul(bid, k.c(kBlock)), tid);
-          Value count =
-              k.add(k.mul(t, k.c(work.perToken)), k.c(work.constant));
+          Value count = k.add(k.mul(t, k.c(work.perToken)), k.c(work.constant));
           k.when(k.cmpi(arith::CmpIPredicate::ult, i, count),
                  [&] { body(k, i, a, t); });
         },
@@ -507,17 +512,17 @@ private:
                   BlockBody body, int64_t offsetsOperand = -1) {
     SmallVector<NamedAttribute> params;
     if (offsetsOperand >= 0)
-      params.push_back(b.getNamedAttr("rows_offsets",
-                                      b.getI64IntegerAttr(offsetsOperand)));
+      params.push_back(
+          b.getNamedAttr("rows_offsets", b.getI64IntegerAttr(offsetsOperand)));
     launchBlocks(src, suffix, args, rows * kBlock, body, params);
   }
 
   /// The row kernel of a grouped buffer: body(k, row, thread, args) only for
   /// rows before offsets[groups] (args[offsetsOperand] is the offsets).
-  void launchGroupedRows(Operation *src, StringRef suffix, ValueRange args,
-                         Lin rows, int64_t offsetsOperand, int64_t groups,
-                         function_ref<void(KB &, Value, Value, ValueRange)>
-                             body) {
+  void
+  launchGroupedRows(Operation *src, StringRef suffix, ValueRange args, Lin rows,
+                    int64_t offsetsOperand, int64_t groups,
+                    function_ref<void(KB &, Value, Value, ValueRange)> body) {
     launchRows(
         src, suffix, args, rows,
         [&](KB &k, Value r, Value tid, ValueRange a, Value) {
@@ -862,8 +867,8 @@ private:
           Value hRow = k.mul(r, k.c(hw)), aRow = k.mul(r, k.c(hidden));
           Value biasRow;
           if (fc1Bias)
-            biasRow = k.mul(localExpertOf(k, m[1], r, groups, local),
-                            k.c(hidden));
+            biasRow =
+                k.mul(localExpertOf(k, m[1], r, groups, local), k.c(hidden));
           k.columns(tid, hidden, [&](Value j) {
             Value hIdx = k.add(hRow, j);
             Value pre = k.ld(m[0], hIdx);
@@ -897,30 +902,28 @@ private:
   /// out[t, :] = sum_k scores[t, k] * y[slot_pos[t, k], :].
   void combine(Operation *op, Value y, Value slotPos, Value scores, Value out,
                Lin tokensRows, int64_t d, int64_t topK) {
-    launchRows(op, "combine", {y, slotPos, scores, out}, tokensRows,
-               [&](KB &k, Value t, Value tid, ValueRange a, Value) {
-                 // The token's slots: where its rows are and their weights.
-                 SmallVector<Value> valid, src, score;
-                 for (int64_t s = 0; s < topK; ++s) {
-                   Value slot = k.add(k.mul(t, k.c(topK)), k.c(s));
-                   Value pos = k.toIndex(k.ld(a[1], slot));
-                   valid.push_back(
-                       k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0)));
-                   src.push_back(
-                       k.mul(k.sel(valid.back(), pos, k.c(0)), k.c(d)));
-                   score.push_back(k.ld(a[2], slot));
-                 }
-                 Value dst = k.mul(t, k.c(d));
-                 k.columns(tid, d, [&](Value col) {
-                   Value acc = k.f(0.0);
-                   for (int64_t s = 0; s < topK; ++s) {
-                     Value v =
-                         k.mul(score[s], k.ld(a[0], k.add(src[s], col)));
-                     acc = k.add(acc, k.sel(valid[s], v, k.f(0.0)));
-                   }
-                   k.st(acc, a[3], k.add(dst, col));
-                 });
-               });
+    launchRows(
+        op, "combine", {y, slotPos, scores, out}, tokensRows,
+        [&](KB &k, Value t, Value tid, ValueRange a, Value) {
+          // The token's slots: where its rows are and their weights.
+          SmallVector<Value> valid, src, score;
+          for (int64_t s = 0; s < topK; ++s) {
+            Value slot = k.add(k.mul(t, k.c(topK)), k.c(s));
+            Value pos = k.toIndex(k.ld(a[1], slot));
+            valid.push_back(k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0)));
+            src.push_back(k.mul(k.sel(valid.back(), pos, k.c(0)), k.c(d)));
+            score.push_back(k.ld(a[2], slot));
+          }
+          Value dst = k.mul(t, k.c(d));
+          k.columns(tid, d, [&](Value col) {
+            Value acc = k.f(0.0);
+            for (int64_t s = 0; s < topK; ++s) {
+              Value v = k.mul(score[s], k.ld(a[0], k.add(src[s], col)));
+              acc = k.add(acc, k.sel(valid[s], v, k.f(0.0)));
+            }
+            k.st(acc, a[3], k.add(dst, col));
+          });
+        });
   }
 
   LogicalResult lowerExpert(ExpertOp op) {
@@ -1089,8 +1092,8 @@ private:
                           Value hIdx = k.add(hRow, j);
                           Value out = k.act(act, k.ld(m[0], hIdx));
                           if (glu)
-                            out = k.mul(
-                                out, k.ld(m[0], k.add(hIdx, k.c(hidden))));
+                            out = k.mul(out,
+                                        k.ld(m[0], k.add(hIdx, k.c(hidden))));
                           k.st(out, m[2], k.add(aRow, j));
                         });
                       });
@@ -1278,8 +1281,7 @@ private:
     Value dx = define(op.getGradInput(), tokensRows);
     launchRows(op, "gate_grad_input",
                {dl, mem(op.getWeight()), mem(op.getGradInputAcc()), dx},
-               tokensRows,
-               [&](KB &k, Value t, Value tid, ValueRange a, Value) {
+               tokensRows, [&](KB &k, Value t, Value tid, ValueRange a, Value) {
                  SmallVector<Value> g;
                  for (int64_t j = 0; j < e; ++j)
                    g.push_back(k.ld(a[0], k.add(k.mul(t, k.c(e)), k.c(j))));
@@ -1288,8 +1290,8 @@ private:
                    Value i = k.add(row, col);
                    Value acc = k.ld(a[2], i);
                    for (int64_t j = 0; j < e; ++j)
-                     acc = k.add(acc, k.mul(g[j], k.ld(a[1], k.add(k.c(j * d),
-                                                                   col))));
+                     acc = k.add(
+                         acc, k.mul(g[j], k.ld(a[1], k.add(k.c(j * d), col))));
                    k.st(acc, a[3], i);
                  });
                });

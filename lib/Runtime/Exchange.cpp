@@ -31,8 +31,8 @@ struct Scratch {
 } // namespace
 
 int64_t exchangeGroups(const format::Command &c,
-                    const std::vector<BufferRef> &args, Communicator *comm,
-                    const MemoryOps &memory) {
+                       const std::vector<BufferRef> &args, Communicator *comm,
+                       const MemoryOps &memory) {
   if (args.size() < 4)
     throw Error("all_to_all: expects 4 operands");
   const BufferRef &in = args[0], &inOff = args[1], &out = args[2],

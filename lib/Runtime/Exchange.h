@@ -27,8 +27,8 @@ struct MemoryOps {
 /// sizes are known on the host (one small copy of the offsets to the host).
 /// Returns the number of rows received (out_offsets' last entry).
 int64_t exchangeGroups(const format::Command &cmd,
-                    const std::vector<BufferRef> &args, Communicator *comm,
-                    const MemoryOps &memory);
+                       const std::vector<BufferRef> &args, Communicator *comm,
+                       const MemoryOps &memory);
 
 } // namespace fmoe::runtime
 
