@@ -101,12 +101,30 @@ def timed(fn, device, iters, warmup=3):
     return t.item()
 
 
+def profile(fn, rank, title):
+    """Every rank runs one profiled step (the exchanges need them all); rank 0
+    prints where the GPU time and the host time went."""
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    dist.barrier()
+    torch.cuda.synchronize()
+    with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
+        fn()
+        torch.cuda.synchronize()
+    if rank == 0:
+        print(f"-- {title}")
+        table = p.key_averages()
+        print(table.table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=50))
+        print(table.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=50))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="classic,mixtral_gelu")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--cpu", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="rank 0's kernels and host calls of one fmoe step")
     args = ap.parse_args()
     dist.init_process_group("gloo" if args.cpu else "nccl")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -138,6 +156,8 @@ def main():
         err = ((y_f.float() - y_b.float()).abs().max() / y_b.float().abs().max()).item()
         t_fmoe = timed(step(compiled), device, args.iters)
         t_base = timed(step(base), device, args.iters)
+        if args.profile and device.type == "cuda":
+            profile(step(compiled), rank, f"{name}, {world} GPUs: fmoe fwd+bwd")
         # all_to_all_single on the rows one exchange moves (T*k rows of d).
         nbytes = s["T"] * s["k"] * s["d"] * 2
         buf_in = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device)

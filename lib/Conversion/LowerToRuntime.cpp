@@ -144,18 +144,25 @@ struct KB {
                      .getShuffleResult());
     return v;
   }
-  /// body(col) for the columns [0, n) that thread `tid` of a kBlock-thread
-  /// block covers in a row kernel: tid, tid + kBlock, ... (coalesced across
-  /// the block), unrolled up to 4 times when n allows it.
-  void columns(Value tid, int64_t n, function_ref<void(Value)> body) {
-    int64_t unroll = 4;
+  using ColumnLoad = function_ref<SmallVector<Value>(Value col)>;
+  using ColumnStore = function_ref<void(Value col, ValueRange loaded)>;
+  /// The columns [0, n) that thread `tid` of a kBlock-thread block covers in
+  /// a row kernel: tid, tid + kBlock, ... (coalesced across the block).
+  /// `load(col)` reads what a column needs, `store(col, loaded)` computes
+  /// and writes it. Up to `maxUnroll` columns are handled at once, all
+  /// their loads issued before any store: as far as LLVM knows the buffers
+  /// may alias, so it would not move a load above an earlier store itself,
+  /// and each thread would wait for one load at a time.
+  void columns(Value tid, int64_t n, ColumnLoad load, ColumnStore store,
+               int64_t maxUnroll = 8) {
+    int64_t unroll = maxUnroll;
     while (unroll > 1 && n % (kBlock * unroll) != 0)
       unroll /= 2;
     if (n % kBlock != 0) {
       loop(
           tid, c(n), ValueRange{},
           [&](Value j, ValueRange) {
-            body(j);
+            store(j, load(j));
             return SmallVector<Value>{};
           },
           kBlock);
@@ -164,8 +171,14 @@ struct KB {
     loop(
         c(0), c(n), ValueRange{},
         [&](Value j0, ValueRange) {
+          SmallVector<Value> cols;
+          SmallVector<SmallVector<Value>> loaded;
+          for (int64_t u = 0; u < unroll; ++u) {
+            cols.push_back(add(j0, add(c(u * kBlock), tid)));
+            loaded.push_back(load(cols.back()));
+          }
           for (int64_t u = 0; u < unroll; ++u)
-            body(add(j0, add(c(u * kBlock), tid)));
+            store(cols[u], loaded[u]);
           return SmallVector<Value>{};
         },
         kBlock * unroll);
@@ -790,10 +803,15 @@ private:
                  Value valid = k.cmpi(arith::CmpIPredicate::sge, t, k.c(0));
                  Value src = k.mul(k.sel(valid, t, k.c(0)), k.c(d));
                  Value dst = k.mul(r, k.c(d));
-                 k.columns(tid, d, [&](Value col) {
-                   Value v = k.ld(a[0], k.add(src, col));
-                   k.st(k.sel(valid, v, k.f(0.0)), a[2], k.add(dst, col));
-                 });
+                 k.columns(
+                     tid, d,
+                     [&](Value col) {
+                       return SmallVector<Value>{k.ld(a[0], k.add(src, col))};
+                     },
+                     [&](Value col, ValueRange v) {
+                       k.st(k.sel(valid, v[0], k.f(0.0)), a[2],
+                            k.add(dst, col));
+                     });
                });
     return success();
   }
@@ -869,18 +887,28 @@ private:
           if (fc1Bias)
             biasRow =
                 k.mul(localExpertOf(k, m[1], r, groups, local), k.c(hidden));
-          k.columns(tid, hidden, [&](Value j) {
-            Value hIdx = k.add(hRow, j);
-            Value pre = k.ld(m[0], hIdx);
-            if (fc1Bias) {
-              pre = k.add(pre, k.ld(m[3], k.add(biasRow, j)));
-              k.st(pre, m[0], hIdx);
-            }
-            Value out = k.act(act, pre);
-            if (glu)
-              out = k.mul(out, k.ld(m[0], k.add(hIdx, k.c(hidden))));
-            k.st(out, m[2], k.add(aRow, j));
-          });
+          k.columns(
+              tid, hidden,
+              [&](Value j) {
+                Value hIdx = k.add(hRow, j);
+                SmallVector<Value> v{k.ld(m[0], hIdx)};
+                if (fc1Bias)
+                  v.push_back(k.ld(m[3], k.add(biasRow, j)));
+                if (glu)
+                  v.push_back(k.ld(m[0], k.add(hIdx, k.c(hidden))));
+                return v;
+              },
+              [&](Value j, ValueRange v) {
+                Value pre = v[0];
+                if (fc1Bias) {
+                  pre = k.add(pre, v[1]);
+                  k.st(pre, m[0], k.add(hRow, j));
+                }
+                Value out = k.act(act, pre);
+                if (glu)
+                  out = k.mul(out, v.back());
+                k.st(out, m[2], k.add(aRow, j));
+              });
         });
     call(op, "grouped_gemm", {a, mem(fc2), y, mem(offsets)},
          gemmAttrs("nt", d, hidden, hidden, d, 0));
@@ -891,11 +919,15 @@ private:
             Value yRow = k.mul(r, k.c(d));
             Value biasRow =
                 k.mul(localExpertOf(k, m[1], r, groups, local), k.c(d));
-            k.columns(tid, d, [&](Value j) {
-              Value idx = k.add(yRow, j);
-              k.st(k.add(k.ld(m[0], idx), k.ld(m[2], k.add(biasRow, j))), m[0],
-                   idx);
-            });
+            k.columns(
+                tid, d,
+                [&](Value j) {
+                  return SmallVector<Value>{k.ld(m[0], k.add(yRow, j)),
+                                            k.ld(m[2], k.add(biasRow, j))};
+                },
+                [&](Value j, ValueRange v) {
+                  k.st(k.add(v[0], v[1]), m[0], k.add(yRow, j));
+                });
           });
   }
 
@@ -915,14 +947,22 @@ private:
             score.push_back(k.ld(a[2], slot));
           }
           Value dst = k.mul(t, k.c(d));
-          k.columns(tid, d, [&](Value col) {
-            Value acc = k.f(0.0);
-            for (int64_t s = 0; s < topK; ++s) {
-              Value v = k.mul(score[s], k.ld(a[0], k.add(src[s], col)));
-              acc = k.add(acc, k.sel(valid[s], v, k.f(0.0)));
-            }
-            k.st(acc, a[3], k.add(dst, col));
-          });
+          k.columns(
+              tid, d,
+              [&](Value col) {
+                SmallVector<Value> v;
+                for (int64_t s = 0; s < topK; ++s)
+                  v.push_back(k.ld(a[0], k.add(src[s], col)));
+                return v;
+              },
+              [&](Value col, ValueRange v) {
+                Value acc = k.f(0.0);
+                for (int64_t s = 0; s < topK; ++s)
+                  acc = k.add(acc,
+                              k.sel(valid[s], k.mul(score[s], v[s]), k.f(0.0)));
+                k.st(acc, a[3], k.add(dst, col));
+              },
+              std::max<int64_t>(1, 8 / topK));
         });
   }
 
@@ -995,10 +1035,14 @@ private:
                  k.when(k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0)), [&] {
                    Value score = k.ld(a[2], slot);
                    Value src = k.mul(t, k.c(d)), dst = k.mul(pos, k.c(d));
-                   k.columns(tid, d, [&](Value col) {
-                     k.st(k.mul(score, k.ld(a[0], k.add(src, col))), a[3],
-                          k.add(dst, col));
-                   });
+                   k.columns(
+                       tid, d,
+                       [&](Value col) {
+                         return SmallVector<Value>{k.ld(a[0], k.add(src, col))};
+                       },
+                       [&](Value col, ValueRange v) {
+                         k.st(k.mul(score, v[0]), a[3], k.add(dst, col));
+                       });
                  });
                });
     launch(op, "combine_grad_scores",
@@ -1088,14 +1132,22 @@ private:
                       [&](KB &k, Value r, Value tid, ValueRange m) {
                         Value hRow = k.mul(r, k.c(hw));
                         Value aRow = k.mul(r, k.c(hidden));
-                        k.columns(tid, hidden, [&](Value j) {
-                          Value hIdx = k.add(hRow, j);
-                          Value out = k.act(act, k.ld(m[0], hIdx));
-                          if (glu)
-                            out = k.mul(out,
-                                        k.ld(m[0], k.add(hIdx, k.c(hidden))));
-                          k.st(out, m[2], k.add(aRow, j));
-                        });
+                        k.columns(
+                            tid, hidden,
+                            [&](Value j) {
+                              Value hIdx = k.add(hRow, j);
+                              SmallVector<Value> v{k.ld(m[0], hIdx)};
+                              if (glu)
+                                v.push_back(
+                                    k.ld(m[0], k.add(hIdx, k.c(hidden))));
+                              return v;
+                            },
+                            [&](Value j, ValueRange v) {
+                              Value out = k.act(act, v[0]);
+                              if (glu)
+                                out = k.mul(out, v[1]);
+                              k.st(out, m[2], k.add(aRow, j));
+                            });
                       });
     // fc2: dW2[l] = dyᵀ a, db2 = column sums of dy, da = dy W2.
     Value dw2 = define(op.getGradFc2Weight(), {0, local});
@@ -1113,18 +1165,27 @@ private:
         op, "act_grad", {h, da, offsets, dh}, rows, 2, groups,
         [&](KB &k, Value r, Value tid, ValueRange m) {
           Value hRow = k.mul(r, k.c(hw)), aRow = k.mul(r, k.c(hidden));
-          k.columns(tid, hidden, [&](Value j) {
-            Value hIdx = k.add(hRow, j);
-            Value pre = k.ld(m[0], hIdx);
-            Value g = k.ld(m[1], k.add(aRow, j));
-            if (glu) {
-              Value u = k.ld(m[0], k.add(hIdx, k.c(hidden)));
-              k.st(k.mul(k.mul(g, u), k.actGrad(act, pre)), m[3], hIdx);
-              k.st(k.mul(g, k.act(act, pre)), m[3], k.add(hIdx, k.c(hidden)));
-            } else {
-              k.st(k.mul(g, k.actGrad(act, pre)), m[3], hIdx);
-            }
-          });
+          k.columns(
+              tid, hidden,
+              [&](Value j) {
+                Value hIdx = k.add(hRow, j);
+                SmallVector<Value> v{k.ld(m[0], hIdx),
+                                     k.ld(m[1], k.add(aRow, j))};
+                if (glu)
+                  v.push_back(k.ld(m[0], k.add(hIdx, k.c(hidden))));
+                return v;
+              },
+              [&](Value j, ValueRange v) {
+                Value hIdx = k.add(hRow, j);
+                Value pre = v[0], g = v[1];
+                if (glu) {
+                  k.st(k.mul(k.mul(g, v[2]), k.actGrad(act, pre)), m[3], hIdx);
+                  k.st(k.mul(g, k.act(act, pre)), m[3],
+                       k.add(hIdx, k.c(hidden)));
+                } else {
+                  k.st(k.mul(g, k.actGrad(act, pre)), m[3], hIdx);
+                }
+              });
         });
     // fc1 (and up): dW1[l] = dh1ᵀ rows, db1, drows = dh1 W1 (+ dhu Wup).
     Value dw1 = define(op.getGradFc1Weight(), {0, local});
@@ -1161,13 +1222,21 @@ private:
             src.push_back(k.mul(k.sel(valid.back(), pos, k.c(0)), k.c(d)));
           }
           Value dst = k.mul(t, k.c(d));
-          k.columns(tid, d, [&](Value col) {
-            Value acc = k.f(0.0);
-            for (int64_t s = 0; s < topK; ++s)
-              acc = k.add(acc, k.sel(valid[s], k.ld(a[0], k.add(src[s], col)),
-                                     k.f(0.0)));
-            k.st(acc, a[2], k.add(dst, col));
-          });
+          k.columns(
+              tid, d,
+              [&](Value col) {
+                SmallVector<Value> v;
+                for (int64_t s = 0; s < topK; ++s)
+                  v.push_back(k.ld(a[0], k.add(src[s], col)));
+                return v;
+              },
+              [&](Value col, ValueRange v) {
+                Value acc = k.f(0.0);
+                for (int64_t s = 0; s < topK; ++s)
+                  acc = k.add(acc, k.sel(valid[s], v[s], k.f(0.0)));
+                k.st(acc, a[2], k.add(dst, col));
+              },
+              std::max<int64_t>(1, 8 / topK));
         });
     return success();
   }
@@ -1286,14 +1355,21 @@ private:
                  for (int64_t j = 0; j < e; ++j)
                    g.push_back(k.ld(a[0], k.add(k.mul(t, k.c(e)), k.c(j))));
                  Value row = k.mul(t, k.c(d));
-                 k.columns(tid, d, [&](Value col) {
-                   Value i = k.add(row, col);
-                   Value acc = k.ld(a[2], i);
-                   for (int64_t j = 0; j < e; ++j)
-                     acc = k.add(
-                         acc, k.mul(g[j], k.ld(a[1], k.add(k.c(j * d), col))));
-                   k.st(acc, a[3], i);
-                 });
+                 k.columns(
+                     tid, d,
+                     [&](Value col) {
+                       SmallVector<Value> v{k.ld(a[2], k.add(row, col))};
+                       for (int64_t j = 0; j < e; ++j)
+                         v.push_back(k.ld(a[1], k.add(k.c(j * d), col)));
+                       return v;
+                     },
+                     [&](Value col, ValueRange v) {
+                       Value acc = v[0];
+                       for (int64_t j = 0; j < e; ++j)
+                         acc = k.add(acc, k.mul(g[j], v[1 + j]));
+                       k.st(acc, a[3], k.add(row, col));
+                     },
+                     std::max<int64_t>(1, 16 / e));
                });
     // dW = dlᵀ x and db = column sums of dl reduce over all T tokens: each
     // of kChunks slices of the tokens is summed by its own threads and added

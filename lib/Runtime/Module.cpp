@@ -80,6 +80,21 @@ static CudaLibraryHook::Fn &hookSlot() {
 void CudaLibraryHook::set(Fn fn) { hookSlot() = std::move(fn); }
 const CudaLibraryHook::Fn &CudaLibraryHook::get() { return hookSlot(); }
 
+static std::pair<CudaAllocatorHook::Allocate, CudaAllocatorHook::Release> &
+allocatorSlot() {
+  static std::pair<CudaAllocatorHook::Allocate, CudaAllocatorHook::Release> fns;
+  return fns;
+}
+void CudaAllocatorHook::set(Allocate allocate, Release release) {
+  allocatorSlot() = {std::move(allocate), std::move(release)};
+}
+const CudaAllocatorHook::Allocate &CudaAllocatorHook::allocate() {
+  return allocatorSlot().first;
+}
+const CudaAllocatorHook::Release &CudaAllocatorHook::release() {
+  return allocatorSlot().second;
+}
+
 std::shared_ptr<CompiledModule> CompiledModule::load(const std::string &path) {
   std::ifstream in(path, std::ios::binary);
   if (!in)

@@ -15,6 +15,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/library.h>
 #ifdef FMOE_HAS_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/native/cuda/GroupMM.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -68,8 +71,11 @@ void installAtenGemm() {
 #ifdef FMOE_HAS_CUDA
 /// bf16 grouped GEMMs through torch's grouped GEMM (CUTLASS, tensor cores),
 /// with the group sizes read on the device as the runtime's own kernels do.
-/// Layouts torch cannot take (misaligned leading dimensions, other dtypes)
-/// are left to the runtime's kernels.
+/// On Hopper and Blackwell the CUTLASS kernel writes straight into the
+/// runtime's buffer (it takes the output's row stride); elsewhere, and to
+/// accumulate, torch's result is copied or added in. Layouts torch cannot
+/// take (misaligned leading dimensions, other dtypes) are left to the
+/// runtime's kernels.
 bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
                       const std::vector<BufferRef> &args, void *stream) {
   bool gather = fn == "fmoe_rt_grouped_gemm_gather";
@@ -96,6 +102,8 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
   };
   // 16-byte alignment of every row start, as torch's grouped GEMM requires.
   auto aligned = [](int64_t elems) { return elems % 8 == 0; };
+  int major = at::cuda::getDeviceProperties(device)->major;
+  bool direct = major == 9 || major == 10;
   int64_t local = intAttrOr(c, "local_experts", 1);
   const BufferRef &offBuf = args.back();
   int64_t groups = offBuf.numel - 1, perExpert = groups / local;
@@ -120,7 +128,12 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
     at::Tensor a = used(matrix(args[0], lda).slice(1, aCol, aCol + m));
     at::Tensor b = used(matrix(args[1], ldb).slice(1, 0, n));
     at::Tensor dw = view(args[2].data, {local, m, n}, at::kBFloat16);
-    dw.copy_(at::_grouped_mm(a.t(), b, offs));
+    if (a.size(0) == 0)
+      dw.zero_();
+    else if (direct)
+      at::cuda::detail::bf16bf16_grouped_mm(a.t(), b, offs, std::nullopt, dw);
+    else
+      dw.copy_(at::_grouped_mm(a.t(), b, offs));
     return true;
   }
   int64_t n = intAttrOr(c, "n", 0), k = intAttrOr(c, "k", 0);
@@ -142,8 +155,14 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
   at::Tensor w =
       nt ? view(wBuf.data, {local, n, k}, at::kBFloat16).transpose(1, 2)
          : view(wBuf.data, {local, k, n}, at::kBFloat16);
-  at::Tensor out = at::_grouped_mm(a, w, offs);
   at::Tensor dst = used(matrix(cBuf, ldc).slice(1, cCol, cCol + n));
+  if (a.size(0) == 0)
+    return true; // no rows in use
+  if (direct && !accumulate && aligned(ldc) && aligned(cCol)) {
+    at::cuda::detail::bf16bf16_grouped_mm(a, w, offs, std::nullopt, dst);
+    return true;
+  }
+  at::Tensor out = at::_grouped_mm(a, w, offs);
   if (accumulate)
     dst.add_(out);
   else
@@ -159,6 +178,14 @@ int64_t load(const std::string &path) {
 #ifdef FMOE_HAS_CUDA
     if (!std::getenv("FMOE_NO_TORCH_GEMM"))
       CudaLibraryHook::set(torchGroupedGemm);
+    // The runtime's temporaries come from torch's caching allocator.
+    if (!std::getenv("FMOE_NO_TORCH_ALLOCATOR"))
+      CudaAllocatorHook::set(
+          [](size_t bytes, void *stream) {
+            return c10::cuda::CUDACachingAllocator::raw_alloc_with_stream(
+                bytes, static_cast<cudaStream_t>(stream));
+          },
+          [](void *ptr) { c10::cuda::CUDACachingAllocator::raw_delete(ptr); });
 #endif
   });
   std::shared_ptr<CompiledModule> m;

@@ -156,6 +156,23 @@ struct CudaLibraryHook {
   static const Fn &get();
 };
 
+/// An optional provider of device memory for the CUDA backend's temporaries
+/// (the PyTorch extension installs torch's caching allocator: the runtime
+/// then shares torch's cached memory, keeps it mapped across host
+/// synchronisations, and follows torch's CUDA-graph memory pools). Without
+/// one, the backend allocates stream-ordered (cuMemAllocAsync). A backend
+/// keeps the provider it was created with.
+struct CudaAllocatorHook {
+  /// Memory of `bytes` bytes for use in the order of `stream`.
+  using Allocate = std::function<void *(size_t bytes, void *stream)>;
+  /// Returns memory from Allocate once the work queued so far on that
+  /// stream is done with it.
+  using Release = std::function<void(void *ptr)>;
+  static void set(Allocate allocate, Release release);
+  static const Allocate &allocate();
+  static const Release &release();
+};
+
 /// The CUDA backend (PTX through the driver API, grouped GEMMs reading their
 /// group sizes on the device) on `stream` (a CUstream; null = the legacy
 /// default stream). Throws Error when this build has no CUDA support or no

@@ -273,6 +273,10 @@ private:
 
   CUdevice device = 0;
   CUstream stream = nullptr;
+  // The memory provider (CudaAllocatorHook) this backend was created with;
+  // empty: stream-ordered allocation.
+  CudaAllocatorHook::Allocate externalAllocate;
+  CudaAllocatorHook::Release externalRelease;
   // Declared before the modules so that it is released after they are
   // unloaded (members are destroyed in reverse order).
   std::unique_ptr<PrimaryContext> context;
@@ -300,6 +304,10 @@ CudaBackend::CudaBackend(int ordinal, CUstream stream) : stream(stream) {
                 " does not support stream-ordered allocation "
                 "(cuMemAllocAsync), which the fmoe runtime needs");
   context = std::make_unique<PrimaryContext>(device);
+  if (CudaAllocatorHook::allocate() && CudaAllocatorHook::release()) {
+    externalAllocate = CudaAllocatorHook::allocate();
+    externalRelease = CudaAllocatorHook::release();
+  }
   // Left current on the creating thread, as the CUDA runtime would; the
   // entry points below also make it current on whichever thread calls them.
   FMOE_CU_CHECK(cuda::driver().cuCtxSetCurrent(context->get()));
@@ -324,6 +332,13 @@ void *CudaBackend::allocate(size_t bytes) {
   if (bytes == 0)
     return nullptr;
   ContextScope scope(context->get());
+  if (externalAllocate) {
+    void *p = externalAllocate(bytes, stream);
+    if (!p)
+      throw Error("the CUDA memory provider returned no memory for " +
+                  std::to_string(bytes) + " bytes");
+    return p;
+  }
   CUdeviceptr ptr = 0;
   FMOE_CU_CHECK(cuda::driver().cuMemAllocAsync(&ptr, bytes, stream));
   return reinterpret_cast<void *>(static_cast<uintptr_t>(ptr));
@@ -332,6 +347,10 @@ void *CudaBackend::allocate(size_t bytes) {
 void CudaBackend::deallocate(void *ptr) {
   if (!ptr)
     return;
+  if (externalRelease) {
+    externalRelease(ptr); // bookkeeping on the host: no context needed
+    return;
+  }
   // The executor frees its temporaries from a destructor; while an
   // exception is already propagating a second one would terminate the
   // process, so a failure then is dropped (the first error is the one that
