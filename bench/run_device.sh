@@ -4,12 +4,18 @@
 # The compiled modules come from .fmoe-cache (carried; fill it here first with
 #   FMOE_CACHE_DIR=.fmoe-cache python3 bench/prepare_cache.py).
 # Usage (device tool): bash bench/run_device.sh [ep] [bench args...]
-#   (results go to $OUT or bench/out). With `ep` (a machine of several GPUs):
+#   (results go to $OUT/single.tgz or $OUT/ep.tgz). With `ep` (a machine of several GPUs):
 #   the NCCL tests and bench/bench_ep.py on 1, 2, ... all GPUs instead.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out="${OUT:-bench/out}"
-mkdir -p "$out"
+mode=single
+[ "${1:-}" = ep ] && mode=ep
+# Logs are written to a scratch folder and packed into one archive,
+# $OUT/<mode>.tgz (the device tool brings back only a few files).
+dest="${OUT:-bench/out}"
+mkdir -p "$dest"
+out=$(mktemp -d)
+trap 'tar czf "$dest/$mode.tgz" -C "$out" .' EXIT
 export PYTHONUNBUFFERED=1 FMOE_BUILD_DIR="$PWD/build-gpu"
 export FMOE_CACHE_DIR="$PWD/.fmoe-cache" FMOE_TEST_CACHE_DIR="$PWD/.fmoe-cache"
 nvidia-smi -L | tee "$out/gpu.txt"

@@ -1160,7 +1160,9 @@ private:
     call(op, "grouped_gemm", {dyv, mem(op.getFc2Weight()), da, offsets},
          gemm("nn", hidden, d, d, 0, hidden, false));
     // dh = da * act'(h) (GLU: gate and up halves).
-    Value dh = temp(op.getLoc(), elt, rows, hw);
+    // Without a GLU, dh has da's shape and each element of dh depends on the
+    // same element of da only: it overwrites da in place.
+    Value dh = glu ? temp(op.getLoc(), elt, rows, hw) : da;
     launchGroupedRows(
         op, "act_grad", {h, da, offsets, dh}, rows, 2, groups,
         [&](KB &k, Value r, Value tid, ValueRange m) {
@@ -1373,16 +1375,22 @@ private:
                });
     // dW = dlᵀ x and db = column sums of dl reduce over all T tokens: each
     // of kChunks slices of the tokens is summed by its own threads and added
-    // into an f32 accumulator, then stored in the weight's type.
-    constexpr int64_t kChunks = 64;
+    // into an f32 accumulator, then stored in the weight's type. A thread
+    // owns one column for up to kExperts experts: it reads x[r, col] once
+    // per row for all of them (dl's row is the same for the whole warp).
+    constexpr int64_t kChunks = 64, kExperts = 32;
     int64_t cols = d + (op.getGradBias() ? 1 : 0);
+    int64_t perThread = std::min(e, kExperts);
+    int64_t expertBlocks = (e + perThread - 1) / perThread;
     Value acc = temp(op.getLoc(), b.getF32Type(), {0, e}, cols);
     memset(op, acc, 0);
-    launch(op, "gate_grad_weight", {dl, x, acc}, {0, e * cols * kChunks},
+    launch(op, "gate_grad_weight", {dl, x, acc},
+           {0, kChunks * expertBlocks * cols},
            [&](KB &k, Value i, ValueRange a, Value t) {
-             Value chunk = k.div(i, k.c(e * cols)),
-                   idx = k.rem(i, k.c(e * cols));
-             Value ex = k.div(idx, k.c(cols)), col = k.rem(idx, k.c(cols));
+             Value col = k.rem(i, k.c(cols));
+             Value rest = k.div(i, k.c(cols));
+             Value e0 = k.mul(k.rem(rest, k.c(expertBlocks)), k.c(perThread));
+             Value chunk = k.div(rest, k.c(expertBlocks));
              Value per = k.div(k.add(t, k.c(kChunks - 1)), k.c(kChunks));
              Value lo = k.mul(chunk, per);
              Value hi = arith::MinUIOp::create(k.b, k.loc, k.add(lo, per), t);
@@ -1390,14 +1398,34 @@ private:
              // Column d (when there is a bias) is the bias: a column of ones.
              Value isBias = k.cmpi(arith::CmpIPredicate::eq, col, k.c(d));
              Value safeCol = k.sel(isBias, k.c(0), col);
-             Value sum = k.loop(lo, hi, k.f(0.0), [&](Value r, ValueRange s) {
-               Value g = k.ld(a[0], k.add(k.mul(r, k.c(e)), ex));
-               Value v = k.ld(a[1], k.add(k.mul(r, k.c(d)), safeCol));
-               v = k.sel(isBias, k.f(1.0), v);
-               return SmallVector<Value>{k.add(s[0], k.mul(g, v))};
-             })[0];
-             memref::AtomicRMWOp::create(k.b, k.loc, arith::AtomicRMWKind::addf,
-                                         sum, a[2], ValueRange{idx});
+             // Experts past e (the last block of a ragged split) read expert 0
+             // and are not stored.
+             SmallVector<Value> ex, zeros;
+             for (int64_t j = 0; j < perThread; ++j) {
+               Value id = k.add(e0, k.c(j));
+               ex.push_back(k.sel(k.cmpi(arith::CmpIPredicate::ult, id, k.c(e)),
+                                  id, k.c(0)));
+               zeros.push_back(k.f(0.0));
+             }
+             ValueRange sums =
+                 k.loop(lo, hi, zeros, [&](Value r, ValueRange s) {
+                   Value v = k.ld(a[1], k.add(k.mul(r, k.c(d)), safeCol));
+                   v = k.sel(isBias, k.f(1.0), v);
+                   Value row = k.mul(r, k.c(e));
+                   SmallVector<Value> next;
+                   for (int64_t j = 0; j < perThread; ++j)
+                     next.push_back(
+                         k.add(s[j], k.mul(k.ld(a[0], k.add(row, ex[j])), v)));
+                   return next;
+                 });
+             for (int64_t j = 0; j < perThread; ++j) {
+               Value id = k.add(e0, k.c(j));
+               k.when(k.cmpi(arith::CmpIPredicate::ult, id, k.c(e)), [&] {
+                 memref::AtomicRMWOp::create(
+                     k.b, k.loc, arith::AtomicRMWKind::addf, sums[j], a[2],
+                     ValueRange{k.add(k.mul(id, k.c(cols)), col)});
+               });
+             }
            },
            {b.getNamedAttr("chunks", b.getI64IntegerAttr(kChunks))});
     Value dw = define(op.getGradWeight(), {0, e});

@@ -42,11 +42,10 @@ void execute(const CompiledModule &module, const format::Program &program,
     BufferRef ref;
     int64_t numel = bufferNumel(b, tokens);
     if (b.role == "temp") {
+      // Allocated at its first use (below), freed after its last: only the
+      // temporaries live at a time occupy memory.
       ref.dtype = parseDType(b.dtype);
       ref.numel = numel;
-      temps.live[i] =
-          numel ? backend.allocate(numel * dtypeSize(ref.dtype)) : nullptr;
-      ref.data = temps.live[i];
     } else {
       const std::vector<BufferRef> &given =
           b.role == "input" ? inputs : outputs;
@@ -80,9 +79,18 @@ void execute(const CompiledModule &module, const format::Program &program,
   backend.communicator = communicator;
   backend.exchangedRows = -1;
   std::vector<BufferRef> args;
+  std::vector<bool> allocated(program.buffers.size(), false);
   for (const format::Command &cmd : program.commands) {
     args.clear();
     for (const format::Operand &o : cmd.args) {
+      if (o.buffer != format::Operand::kTokens && !allocated[o.buffer] &&
+          program.buffers[o.buffer].role == "temp") {
+        allocated[o.buffer] = true;
+        BufferRef &t = bound[o.buffer];
+        if (t.numel)
+          t.data = temps.live[o.buffer] =
+              backend.allocate(t.numel * dtypeSize(t.dtype));
+      }
       if (o.buffer == format::Operand::kTokens) {
         BufferRef t;
         t.isTokens = true;
