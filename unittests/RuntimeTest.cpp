@@ -153,6 +153,43 @@ TEST(Runtime, CpuForwardMatchesAPlainMoE) {
   }
 }
 
+TEST(Runtime, AllocatesOutputsAtFirstUse) {
+  auto m = CompiledModule::fromBytes(moduleBytes(), "layer.fmoe");
+  const fmoe::format::Program &p = m->program("forward");
+  Layer l(3);
+  int64_t t = 9;
+  std::vector<float> x(t * D, 0.5f);
+  x[3] = -1.0f;
+  std::vector<BufferRef> inputs{f32(x),    f32(l.wg), f32(l.bg), f32(l.w1),
+                                f32(l.b1), f32(l.w2), f32(l.b2)};
+  // Outputs with their dtype and size but no data: the executor asks for
+  // each once, when a command first needs it.
+  std::vector<BufferRef> outputs;
+  for (const auto &b : p.buffers)
+    if (b.role == "output")
+      outputs.push_back(
+          BufferRef{nullptr, bufferNumel(b, t), parseDType(b.dtype)});
+  std::vector<std::vector<char>> storage(outputs.size());
+  std::vector<int> asked(outputs.size(), 0);
+  OutputAllocator allocate = [&](size_t i, const BufferRef &r) -> void * {
+    EXPECT_LT(i, outputs.size());
+    EXPECT_EQ(r.numel, outputs[i].numel);
+    ++asked[i];
+    storage[i].resize(r.numel * dtypeSize(r.dtype));
+    return storage[i].data();
+  };
+  auto backend = createCpuBackend();
+  execute(*m, p, *backend, inputs, outputs, t, nullptr, allocate);
+  for (size_t i = 0; i < outputs.size(); ++i)
+    EXPECT_EQ(asked[i], outputs[i].numel ? 1 : 0) << "output " << i;
+  std::vector<float> want = l.reference(x, t);
+  const float *got = reinterpret_cast<const float *>(storage[0].data());
+  for (int64_t i = 0; i < t * D; ++i)
+    ASSERT_NEAR(got[i], want[i], 1e-4f) << "i=" << i;
+  // Without a provider, an output without data is an error.
+  EXPECT_THROW(execute(*m, p, *backend, inputs, outputs, t), Error);
+}
+
 TEST(Runtime, RefusesBadArguments) {
   auto m = CompiledModule::fromBytes(moduleBytes(), "layer.fmoe");
   const fmoe::format::Program &p = m->program("forward");

@@ -31,12 +31,16 @@ std::string describe(const format::Buffer &b, int64_t numel) {
 void execute(const CompiledModule &module, const format::Program &program,
              Backend &backend, const std::vector<BufferRef> &inputs,
              const std::vector<BufferRef> &outputs, int64_t tokens,
-             Communicator *communicator) {
+             Communicator *communicator,
+             const OutputAllocator &allocateOutput) {
   if (tokens < 0)
     throw Error("token count must be >= 0, got " + std::to_string(tokens));
   std::vector<BufferRef> bound(program.buffers.size());
   size_t nextIn = 0, nextOut = 0;
   Temporaries temps{backend, std::vector<void *>(program.buffers.size())};
+  // Output buffers still to be obtained from allocateOutput: index into
+  // `outputs`, or -1.
+  std::vector<int64_t> lazyOutput(program.buffers.size(), -1);
   for (size_t i = 0; i < program.buffers.size(); ++i) {
     const format::Buffer &b = program.buffers[i];
     BufferRef ref;
@@ -61,9 +65,13 @@ void execute(const CompiledModule &module, const format::Program &program,
                     " should be " + describe(b, numel) + ", got " +
                     std::string(dtypeName(ref.dtype)) + " with " +
                     std::to_string(ref.numel) + " elements");
-      if (numel && !ref.data)
-        throw Error(std::string(program.name) + ": " + b.role + " " + b.name +
-                    " has no data");
+      if (numel && !ref.data) {
+        if (b.role == "output" && allocateOutput)
+          lazyOutput[i] = int64_t(nextOut) - 1;
+        else
+          throw Error(std::string(program.name) + ": " + b.role + " " + b.name +
+                      " has no data");
+      }
     }
     ref.rows = b.rows.eval(tokens);
     ref.cols = b.cols;
@@ -78,27 +86,36 @@ void execute(const CompiledModule &module, const format::Program &program,
 
   backend.communicator = communicator;
   backend.exchangedRows = -1;
+  auto obtainOutput = [&](size_t i) {
+    BufferRef &o = bound[i];
+    o.data = allocateOutput(size_t(lazyOutput[i]), o);
+    lazyOutput[i] = -1;
+    if (!o.data)
+      throw Error(std::string(program.name) + ": no memory for output " +
+                  program.buffers[i].name);
+  };
   std::vector<BufferRef> args;
   std::vector<bool> allocated(program.buffers.size(), false);
   for (const format::Command &cmd : program.commands) {
     args.clear();
     for (const format::Operand &o : cmd.args) {
-      if (o.buffer != format::Operand::kTokens && !allocated[o.buffer] &&
-          program.buffers[o.buffer].role == "temp") {
+      if (o.buffer == format::Operand::kTokens) {
+        BufferRef t;
+        t.isTokens = true;
+        t.numel = tokens;
+        args.push_back(t);
+        continue;
+      }
+      if (!allocated[o.buffer] && program.buffers[o.buffer].role == "temp") {
         allocated[o.buffer] = true;
         BufferRef &t = bound[o.buffer];
         if (t.numel)
           t.data = temps.live[o.buffer] =
               backend.allocate(t.numel * dtypeSize(t.dtype));
       }
-      if (o.buffer == format::Operand::kTokens) {
-        BufferRef t;
-        t.isTokens = true;
-        t.numel = tokens;
-        args.push_back(t);
-      } else {
-        args.push_back(bound[o.buffer]);
-      }
+      if (lazyOutput[o.buffer] >= 0)
+        obtainOutput(o.buffer);
+      args.push_back(bound[o.buffer]);
     }
     backend.run(module.module(), cmd, args, tokens);
     // An exchange tells the host how many rows arrived: later commands on
@@ -115,6 +132,9 @@ void execute(const CompiledModule &module, const format::Program &program,
       }
     }
   }
+  for (size_t i = 0; i < bound.size(); ++i)
+    if (lazyOutput[i] >= 0)
+      obtainOutput(i);
 }
 
 } // namespace fmoe::runtime

@@ -315,16 +315,26 @@ std::vector<at::Tensor> run(int64_t handle, const std::string &kind,
     in.push_back(ref(contiguous.back()));
   }
   try {
+    // Outputs are allocated when the program first writes them (the
+    // weight gradients late in a backward), empty ones here.
     const fmoe::format::Program &program = m->program(kind);
+    auto make = [&](int64_t numel, DType dtype) {
+      return at::empty(
+          {numel}, at::TensorOptions().dtype(scalarType(dtype)).device(device));
+    };
     for (const fmoe::format::Buffer &b : program.buffers) {
       if (b.role != "output")
         continue;
-      results.push_back(at::empty({bufferNumel(b, tokens)},
-                                  at::TensorOptions()
-                                      .dtype(scalarType(parseDType(b.dtype)))
-                                      .device(device)));
-      out.push_back(ref(results.back()));
+      BufferRef r;
+      r.dtype = parseDType(b.dtype);
+      r.numel = bufferNumel(b, tokens);
+      results.push_back(r.numel ? at::Tensor() : make(0, r.dtype));
+      out.push_back(r);
     }
+    OutputAllocator allocate = [&](size_t i, const BufferRef &r) -> void * {
+      results[i] = make(r.numel, r.dtype);
+      return results[i].data_ptr();
+    };
 #ifdef FMOE_HAS_CUDA
     std::optional<c10::cuda::CUDAGuard> guard;
     if (device.is_cuda())
@@ -334,7 +344,8 @@ std::vector<at::Tensor> run(int64_t handle, const std::string &kind,
     if (group)
       comm = std::make_unique<ProcessGroupCommunicator>(
           c10d::resolve_process_group(*group), device);
-    execute(*m, program, backendFor(device), in, out, tokens, comm.get());
+    execute(*m, program, backendFor(device), in, out, tokens, comm.get(),
+            allocate);
   } catch (const Error &e) {
     TORCH_CHECK(false, e.what());
   }

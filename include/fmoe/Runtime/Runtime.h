@@ -120,14 +120,22 @@ bool boolAttr(const format::Command &cmd, std::string_view name);
 /// The element count of buffer `b` for `tokens` tokens.
 int64_t bufferNumel(const format::Buffer &b, int64_t tokens);
 
+/// Provides the memory of output `index` (in the program's output order) for
+/// `ref` (its dtype and size filled in) when the program first writes it.
+using OutputAllocator = std::function<void *(size_t index, const BufferRef &)>;
+
 /// Runs `program` with caller-owned inputs and outputs (in the program's
 /// buffer order: inputs first, then outputs). Temporaries are allocated on
-/// the backend and freed after their last use. Checks every argument's
-/// dtype and size and throws Error naming the expected and the actual.
+/// the backend at their first use and freed after their last. Outputs whose
+/// data is null are obtained from `allocateOutput` at their first use (or at
+/// the end, for one no command writes), so that they do not occupy memory
+/// while earlier commands run. Checks every argument's dtype and size and
+/// throws Error naming the expected and the actual.
 void execute(const CompiledModule &module, const format::Program &program,
              Backend &backend, const std::vector<BufferRef> &inputs,
              const std::vector<BufferRef> &outputs, int64_t tokens,
-             Communicator *communicator = nullptr);
+             Communicator *communicator = nullptr,
+             const OutputAllocator &allocateOutput = nullptr);
 
 /// The CPU backend: a reference implementation of every command. GEMMs go
 /// through `CpuGemm` (row-major, fp32 accumulate): C[m,n] (+)= A[m,k] B
