@@ -550,37 +550,65 @@ private:
   // Forward stages
   //===--------------------------------------------------------------------===//
 
-  /// logits[t, e] = bias[e] + sum_d x[t, d] * w[e, d], one warp per token
-  /// (`i` is the thread): each lane sums every 32nd column for every expert
-  /// (coalesced loads), the lanes reduce by shuffles, and lane 0 stores.
-  /// Returns the token and whether this thread is lane 0.
-  static std::pair<Value, Value> gateBody(KB &k, Value i, Value x, Value w,
-                                          Value bias, Value logits, int64_t e,
-                                          int64_t d) {
-    Value t = k.div(i, k.c(32)), lane = k.rem(i, k.c(32));
-    SmallVector<Value> zeros(e, k.f(0.0));
-    ValueRange partial = k.loop(
-        lane, k.c(d), zeros,
-        [&](Value dd, ValueRange a) {
-          Value xv = k.ld(x, k.add(k.mul(t, k.c(d)), dd));
-          SmallVector<Value> next;
-          for (int64_t j = 0; j < e; ++j)
-            next.push_back(
-                k.add(a[j], k.mul(xv, k.ld(w, k.add(k.c(j * d), dd)))));
-          return next;
-        },
-        /*step=*/32);
-    SmallVector<Value> sums;
-    for (Value p : partial)
-      sums.push_back(k.warpSum(p));
-    Value lane0 = k.cmpi(arith::CmpIPredicate::eq, lane, k.c(0));
-    k.when(lane0, [&] {
-      for (int64_t j = 0; j < e; ++j) {
-        Value v = bias ? k.add(sums[j], k.ld(bias, k.c(j))) : sums[j];
-        k.st(v, logits, k.add(k.mul(t, k.c(e)), k.c(j)));
+  /// Tokens per warp of the gate: each weight element a lane loads serves
+  /// that many tokens; their partial sums (tokens x experts) stay in
+  /// registers.
+  static int64_t gateTokensPerWarp(int64_t e) {
+    return std::clamp<int64_t>(128 / e, 1, 8);
+  }
+
+  /// logits[t, e] = bias[e] + sum_d x[t, d] * w[e, d] for the tokens of the
+  /// warp of thread `i` (gateTokensPerWarp(e) consecutive tokens, of
+  /// `tokens`): each lane sums every 32nd column for every token and expert
+  /// (coalesced loads), the lanes reduce by shuffles, and lane r stores
+  /// token r's logits and runs `then(token)` for it.
+  static void gateBody(KB &k, Value i, Value tokens, Value x, Value w,
+                       Value bias, Value logits, int64_t e, int64_t d,
+                       function_ref<void(Value)> then = nullptr) {
+    int64_t perWarp = gateTokensPerWarp(e);
+    Value lane = k.rem(i, k.c(32));
+    Value first = k.mul(k.div(i, k.c(32)), k.c(perWarp));
+    k.when(k.cmpi(arith::CmpIPredicate::ult, first, tokens), [&] {
+      SmallVector<Value> tok, valid;
+      for (int64_t r = 0; r < perWarp; ++r) {
+        Value t = k.add(first, k.c(r));
+        valid.push_back(k.cmpi(arith::CmpIPredicate::ult, t, tokens));
+        tok.push_back(k.sel(valid.back(), t, first));
+      }
+      SmallVector<Value> zeros(perWarp * e, k.f(0.0));
+      ValueRange partial = k.loop(
+          lane, k.c(d), zeros,
+          [&](Value dd, ValueRange a) {
+            SmallVector<Value> xv, wv;
+            for (int64_t r = 0; r < perWarp; ++r)
+              xv.push_back(k.ld(x, k.add(k.mul(tok[r], k.c(d)), dd)));
+            for (int64_t j = 0; j < e; ++j)
+              wv.push_back(k.ld(w, k.add(k.c(j * d), dd)));
+            SmallVector<Value> next;
+            for (int64_t r = 0; r < perWarp; ++r)
+              for (int64_t j = 0; j < e; ++j)
+                next.push_back(k.add(a[r * e + j], k.mul(xv[r], wv[j])));
+            return next;
+          },
+          /*step=*/32);
+      SmallVector<Value> sums;
+      for (Value p : partial)
+        sums.push_back(k.warpSum(p));
+      for (int64_t r = 0; r < perWarp; ++r) {
+        Value mine =
+            k.andi(valid[r], k.cmpi(arith::CmpIPredicate::eq, lane, k.c(r)));
+        k.when(mine, [&] {
+          for (int64_t j = 0; j < e; ++j) {
+            Value v = sums[r * e + j];
+            if (bias)
+              v = k.add(v, k.ld(bias, k.c(j)));
+            k.st(v, logits, k.add(k.mul(tok[r], k.c(e)), k.c(j)));
+          }
+          if (then)
+            then(tok[r]);
+        });
       }
     });
-    return {t, lane0};
   }
 
   /// Top-k of logits[t, :] (ties to the lower id), then the scores.
@@ -662,8 +690,9 @@ private:
       args.push_back(mem(op.getBias()));
     args.push_back(logits);
     launch(op, "gate", args, rowsOf(op.getInput()) * 32,
-           [&](KB &k, Value i, ValueRange a, Value) {
-             gateBody(k, i, a[0], a[1], bias ? a[2] : Value(), a.back(), e, d);
+           [&](KB &k, Value i, ValueRange a, Value t) {
+             gateBody(k, i, t, a[0], a[1], bias ? a[2] : Value(), a.back(), e,
+                      d);
            });
     return success();
   }
@@ -698,16 +727,16 @@ private:
     args.append({logits, indices, scores, counts});
     GateKind kind = op.getGate();
     bool renorm = op.getRenormalize();
+    // One warp per gateTokensPerWarp(e) tokens; the launch keeps a warp per
+    // token (sizes are linear in T) and the surplus warps exit at once.
     launch(op, "gate_route", args, rows * 32,
-           [&](KB &k, Value i, ValueRange a, Value) {
+           [&](KB &k, Value i, ValueRange a, Value t) {
              unsigned o = bias ? 3 : 2;
-             std::pair<Value, Value> gate =
-                 gateBody(k, i, a[0], a[1], bias ? a[2] : Value(), a[o], e, d);
-             Value t = gate.first, lane0 = gate.second;
-             k.when(lane0, [&] {
-               routeBody(k, t, a[o], a[o + 1], a[o + 2], a[o + 3], e, topK,
-                         kind, renorm);
-             });
+             gateBody(k, i, t, a[0], a[1], bias ? a[2] : Value(), a[o], e, d,
+                      [&](Value tok) {
+                        routeBody(k, tok, a[o], a[o + 1], a[o + 2], a[o + 3], e,
+                                  topK, kind, renorm);
+                      });
            });
     return success();
   }
@@ -1070,23 +1099,61 @@ private:
   }
 
   /// grad[l, c] = sum over the rows of local expert l of src[r, col0 + c].
+  /// The rows of each expert are split in kChunks slices summed by their own
+  /// threads (four loads in flight each) into an f32 accumulator, which is
+  /// then stored in grad's type.
   void groupColumnSum(Operation *op, StringRef name, Value src, int64_t ld,
                       int64_t col0, int64_t cols, Value offsets, int64_t groups,
                       int64_t local, Value grad) {
-    launch(op, name, {src, offsets, grad}, {0, local * cols},
+    constexpr int64_t kChunks = 16, kUnroll = 4;
+    Value acc = temp(op->getLoc(), b.getF32Type(), {0, local}, cols);
+    memset(op, acc, 0);
+    launch(op, name, {src, offsets, acc}, {0, kChunks * local * cols},
            [&](KB &k, Value i, ValueRange a, Value) {
-             Value l = k.div(i, k.c(cols)), c = k.rem(i, k.c(cols));
-             Value total = k.f(0.0);
+             Value idx = k.rem(i, k.c(local * cols));
+             Value chunk = k.div(i, k.c(local * cols));
+             Value l = k.div(idx, k.c(cols)), c = k.rem(idx, k.c(cols));
              // Local expert l owns the rows of groups [l*S, (l+1)*S).
-             Value lo = k.toIndex(k.ld(a[1], k.mul(l, k.c(groups / local))));
-             Value hi = k.toIndex(
+             Value first = k.toIndex(k.ld(a[1], k.mul(l, k.c(groups / local))));
+             Value end = k.toIndex(
                  k.ld(a[1], k.mul(k.add(l, k.c(1)), k.c(groups / local))));
-             Value sum = k.loop(lo, hi, total, [&](Value r, ValueRange x) {
-               Value v =
-                   k.ld(a[0], k.add(k.mul(r, k.c(ld)), k.add(c, k.c(col0))));
-               return SmallVector<Value>{k.add(x[0], v)};
+             Value per = k.div(k.add(k.sub(end, first), k.c(kChunks - 1)),
+                               k.c(kChunks));
+             Value lo = arith::MinUIOp::create(
+                 k.b, k.loc, k.add(first, k.mul(chunk, per)), end);
+             Value hi = arith::MinUIOp::create(k.b, k.loc, k.add(lo, per), end);
+             Value col = k.add(c, k.c(col0));
+             auto at = [&](Value r) {
+               return k.ld(a[0], k.add(k.mul(r, k.c(ld)), col));
+             };
+             // kUnroll rows at a time, then the rest.
+             Value mainEnd = k.add(
+                 lo, k.mul(k.div(k.sub(hi, lo), k.c(kUnroll)), k.c(kUnroll)));
+             SmallVector<Value> zeros(kUnroll, k.f(0.0));
+             ValueRange part = k.loop(
+                 lo, mainEnd, zeros,
+                 [&](Value r, ValueRange x) {
+                   SmallVector<Value> v, next;
+                   for (int64_t u = 0; u < kUnroll; ++u)
+                     v.push_back(at(k.add(r, k.c(u))));
+                   for (int64_t u = 0; u < kUnroll; ++u)
+                     next.push_back(k.add(x[u], v[u]));
+                   return next;
+                 },
+                 kUnroll);
+             Value sum = part[0];
+             for (int64_t u = 1; u < kUnroll; ++u)
+               sum = k.add(sum, part[u]);
+             sum = k.loop(mainEnd, hi, sum, [&](Value r, ValueRange x) {
+               return SmallVector<Value>{k.add(x[0], at(r))};
              })[0];
-             k.st(sum, a[2], i);
+             memref::AtomicRMWOp::create(k.b, k.loc, arith::AtomicRMWKind::addf,
+                                         sum, a[2], ValueRange{idx});
+           },
+           {b.getNamedAttr("chunks", b.getI64IntegerAttr(kChunks))});
+    launch(op, "convert", {acc, grad}, {0, local * cols},
+           [&](KB &k, Value i, ValueRange a, Value) {
+             k.st(k.ld(a[0], i), a[1], i);
            });
   }
 
@@ -1345,109 +1412,52 @@ private:
     return success();
   }
 
+  /// The gate's backward as GEMMs of one group (all T rows) on the runtime's
+  /// grouped GEMMs (tensor cores): dx = acc + dl W, dW = dlᵀ x, and db the
+  /// column sums of dl. dl enters the GEMMs in the layer's type, as PyTorch's
+  /// own backward of a gate in that type has it; the bias gradient sums the
+  /// f32 dl.
   LogicalResult lowerGateGrad(GateGradOp op) {
     int64_t e = dim(op.getWeight(), 0), d = dim(op.getWeight(), 1);
-    Lin tokensRows = rowsOf(op.getInput());
+    Lin rows = rowsOf(op.getInput());
+    Location loc = op.getLoc();
+    Type elt = elementOf(op.getGradInput());
     Value dl = mem(op.getGradLogits()), x = mem(op.getInput());
-    Value dx = define(op.getGradInput(), tokensRows);
-    launchRows(op, "gate_grad_input",
-               {dl, mem(op.getWeight()), mem(op.getGradInputAcc()), dx},
-               tokensRows, [&](KB &k, Value t, Value tid, ValueRange a, Value) {
-                 SmallVector<Value> g;
-                 for (int64_t j = 0; j < e; ++j)
-                   g.push_back(k.ld(a[0], k.add(k.mul(t, k.c(e)), k.c(j))));
-                 Value row = k.mul(t, k.c(d));
-                 k.columns(
-                     tid, d,
-                     [&](Value col) {
-                       SmallVector<Value> v{k.ld(a[2], k.add(row, col))};
-                       for (int64_t j = 0; j < e; ++j)
-                         v.push_back(k.ld(a[1], k.add(k.c(j * d), col)));
-                       return v;
-                     },
-                     [&](Value col, ValueRange v) {
-                       Value acc = v[0];
-                       for (int64_t j = 0; j < e; ++j)
-                         acc = k.add(acc, k.mul(g[j], v[1 + j]));
-                       k.st(acc, a[3], k.add(row, col));
-                     },
-                     std::max<int64_t>(1, 16 / e));
-               });
-    // dW = dlᵀ x and db = column sums of dl reduce over all T tokens: each
-    // of kChunks slices of the tokens is summed by its own threads and added
-    // into an f32 accumulator, then stored in the weight's type. A thread
-    // owns one column for up to kExperts experts: it reads x[r, col] once
-    // per row for all of them (dl's row is the same for the whole warp).
-    constexpr int64_t kChunks = 64, kExperts = 32;
-    int64_t cols = d + (op.getGradBias() ? 1 : 0);
-    int64_t perThread = std::min(e, kExperts);
-    int64_t expertBlocks = (e + perThread - 1) / perThread;
-    Value acc = temp(op.getLoc(), b.getF32Type(), {0, e}, cols);
-    memset(op, acc, 0);
-    launch(op, "gate_grad_weight", {dl, x, acc},
-           {0, kChunks * expertBlocks * cols},
-           [&](KB &k, Value i, ValueRange a, Value t) {
-             Value col = k.rem(i, k.c(cols));
-             Value rest = k.div(i, k.c(cols));
-             Value e0 = k.mul(k.rem(rest, k.c(expertBlocks)), k.c(perThread));
-             Value chunk = k.div(rest, k.c(expertBlocks));
-             Value per = k.div(k.add(t, k.c(kChunks - 1)), k.c(kChunks));
-             Value lo = k.mul(chunk, per);
-             Value hi = arith::MinUIOp::create(k.b, k.loc, k.add(lo, per), t);
-             lo = arith::MinUIOp::create(k.b, k.loc, lo, t);
-             // Column d (when there is a bias) is the bias: a column of ones.
-             Value isBias = k.cmpi(arith::CmpIPredicate::eq, col, k.c(d));
-             Value safeCol = k.sel(isBias, k.c(0), col);
-             // Experts past e (the last block of a ragged split) read expert 0
-             // and are not stored.
-             SmallVector<Value> ex, zeros;
-             for (int64_t j = 0; j < perThread; ++j) {
-               Value id = k.add(e0, k.c(j));
-               ex.push_back(k.sel(k.cmpi(arith::CmpIPredicate::ult, id, k.c(e)),
-                                  id, k.c(0)));
-               zeros.push_back(k.f(0.0));
-             }
-             ValueRange sums =
-                 k.loop(lo, hi, zeros, [&](Value r, ValueRange s) {
-                   Value v = k.ld(a[1], k.add(k.mul(r, k.c(d)), safeCol));
-                   v = k.sel(isBias, k.f(1.0), v);
-                   Value row = k.mul(r, k.c(e));
-                   SmallVector<Value> next;
-                   for (int64_t j = 0; j < perThread; ++j)
-                     next.push_back(
-                         k.add(s[j], k.mul(k.ld(a[0], k.add(row, ex[j])), v)));
-                   return next;
-                 });
-             for (int64_t j = 0; j < perThread; ++j) {
-               Value id = k.add(e0, k.c(j));
-               k.when(k.cmpi(arith::CmpIPredicate::ult, id, k.c(e)), [&] {
-                 memref::AtomicRMWOp::create(
-                     k.b, k.loc, arith::AtomicRMWKind::addf, sums[j], a[2],
-                     ValueRange{k.add(k.mul(id, k.c(cols)), col)});
-               });
-             }
-           },
-           {b.getNamedAttr("chunks", b.getI64IntegerAttr(kChunks))});
-    Value dw = define(op.getGradWeight(), {0, e});
-    SmallVector<Value> outs{acc, dw};
-    Value db;
-    if (op.getGradBias()) {
-      db = define(op.getGradBias(), {0, e});
-      outs.push_back(db);
+    auto convert = [&](Value src, Value dst, Lin items) {
+      launch(op, "convert", {src, dst}, items,
+             [&](KB &k, Value i, ValueRange a, Value) {
+               k.st(k.ld(a[0], i), a[1], i);
+             });
+    };
+    Value dlc = dl;
+    if (elt != elementOf(op.getGradLogits())) {
+      dlc = temp(loc, elt, rows, e);
+      convert(dl, dlc, rows * e);
     }
-    launch(op, "gate_grad_store", outs, {0, e * cols},
-           [&](KB &k, Value i, ValueRange a, Value) {
-             Value ex = k.div(i, k.c(cols)), col = k.rem(i, k.c(cols));
-             Value v = k.ld(a[0], i);
-             if (cols == d) {
-               k.st(v, a[1], i);
-               return;
-             }
-             Value isBias = k.cmpi(arith::CmpIPredicate::eq, col, k.c(d));
-             k.when(isBias, [&] { k.st(v, a[2], ex); });
-             k.when(k.cmpi(arith::CmpIPredicate::ult, col, k.c(d)),
-                    [&] { k.st(v, a[1], k.add(k.mul(ex, k.c(d)), col)); });
+    // Group offsets {0, T}: one group of every row.
+    Value all = temp(loc, b.getI32Type(), {0, 2}, 1);
+    launch(op, "all_rows", {all}, {0, 1},
+           [&](KB &k, Value, ValueRange a, Value t) {
+             k.st(k.i32(0), a[0], k.c(0));
+             k.st(k.toI32(t), a[0], k.c(1));
            });
+    auto attr = [&](StringRef name, int64_t v) {
+      return b.getNamedAttr(name, b.getI64IntegerAttr(v));
+    };
+    Value dx = define(op.getGradInput(), rows);
+    convert(mem(op.getGradInputAcc()), dx, rows * d);
+    call(op, "grouped_gemm", {dlc, mem(op.getWeight()), dx, all},
+         {b.getNamedAttr("layout", b.getStringAttr("nn")), attr("n", d),
+          attr("k", e), attr("lda", e), attr("a_col", 0), attr("ldc", d),
+          attr("c_col", 0), b.getNamedAttr("accumulate", b.getBoolAttr(true)),
+          attr("local_experts", 1)});
+    Value dw = define(op.getGradWeight(), {0, e});
+    call(op, "grouped_wgrad", {dlc, x, dw, all},
+         {attr("m", e), attr("n", d), attr("lda", e), attr("a_col", 0),
+          attr("ldb", d), attr("local_experts", 1)});
+    if (op.getGradBias())
+      groupColumnSum(op, "gate_bias_grad", dl, e, 0, e, all, 1, 1,
+                     define(op.getGradBias(), {0, e}));
     return success();
   }
 

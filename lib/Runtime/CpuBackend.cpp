@@ -639,7 +639,8 @@ private:
       }
     } else if (k == "act_grad") {
       actGrad(c, v(a, 0), v(a, 1), v(a, 2), v(a, 3));
-    } else if (k == "fc1_bias_grad" || k == "fc2_bias_grad") {
+    } else if (k == "fc1_bias_grad" || k == "fc2_bias_grad" ||
+               k == "gate_bias_grad") {
       View src = v(a, 0), off = v(a, 1), grad = v(a, 2);
       int64_t local = grad.rows(), cols = grad.cols();
       int64_t per = (off.numel() - 1) / local;
@@ -650,6 +651,10 @@ private:
             s += src.f(r * src.cols() + j);
           grad.set(l * cols + j, s);
         }
+    } else if (k == "convert") {
+      View src = v(a, 0), dst = v(a, 1);
+      for (int64_t i = 0; i < dst.numel(); ++i)
+        dst.set(i, src.f(i));
     } else if (k == "gather_grad") {
       View dr = v(a, 0), pos = v(a, 1), dx = v(a, 2);
       int64_t d = dr.cols(), topK = pos.cols();
@@ -663,37 +668,11 @@ private:
         }
     } else if (k == "route_grad") {
       routeGradKernel(c, v(a, 0), v(a, 1), v(a, 2), v(a, 3), v(a, 4), t);
-    } else if (k == "gate_grad_input") {
-      View dl = v(a, 0), w = v(a, 1), acc = v(a, 2), dx = v(a, 3);
-      int64_t e = dl.cols(), d = w.cols();
-      for (int64_t tk = 0; tk < t; ++tk)
-        for (int64_t j = 0; j < d; ++j) {
-          float s = acc.f(tk * d + j);
-          for (int64_t x = 0; x < e; ++x)
-            s += dl.f(tk * e + x) * w.f(x * d + j);
-          dx.set(tk * d + j, s);
-        }
-    } else if (k == "gate_grad_weight") {
-      // acc[e, c] += Σ_t dl[t, e] · x[t, c]; column d (when present) is the
-      // bias, whose input is a column of ones.
-      View dl = v(a, 0), x = v(a, 1), acc = v(a, 2);
-      int64_t e = dl.cols(), d = x.cols(), cols = acc.cols();
-      for (int64_t ex = 0; ex < e; ++ex)
-        for (int64_t j = 0; j < cols; ++j) {
-          float s = 0;
-          for (int64_t tk = 0; tk < t; ++tk)
-            s += dl.f(tk * e + ex) * (j == d ? 1.0f : x.f(tk * d + j));
-          acc.set(ex * cols + j, acc.f(ex * cols + j) + s);
-        }
-    } else if (k == "gate_grad_store") {
-      View acc = v(a, 0), dw = v(a, 1);
-      int64_t e = acc.rows(), cols = acc.cols(), d = dw.cols();
-      for (int64_t ex = 0; ex < e; ++ex) {
-        for (int64_t j = 0; j < d; ++j)
-          dw.set(ex * d + j, acc.f(ex * cols + j));
-        if (cols > d)
-          View{&a[2]}.set(ex, acc.f(ex * cols + d));
-      }
+    } else if (k == "all_rows") {
+      // Group offsets {0, T}: one group of every row.
+      auto *off = static_cast<int32_t *>(a.at(0).data);
+      off[0] = 0;
+      off[1] = int32_t(t);
     } else {
       throw Error("cpu backend: no implementation of kernel '" + k + "' (" +
                   c.target + ")");

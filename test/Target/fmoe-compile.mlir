@@ -20,7 +20,8 @@
 // CHECK: call fmoe_rt_grouped_gemm_gather_bf16 (fmoe.fused_expert)
 // CHECK: launch moe_gelu_combine (fmoe.fused_expert)
 // CHECK: program backward @moe_gelu_backward:
-// CHECK: launch moe_gelu_backward_gate_grad_store (fmoe.gate_grad)
+// CHECK: call fmoe_rt_grouped_wgrad_bf16 (fmoe.gate_grad)
+// CHECK: launch moe_gelu_backward_gate_bias_grad (fmoe.gate_grad)
 
 // TRUNC: the closing checksum line is missing (truncated file?)
 // CORRUPT: checksum mismatch (file corrupted)

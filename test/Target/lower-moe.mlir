@@ -30,9 +30,8 @@
 // GELU-SAME: .entry moe_gelu_backward_fc1_bias_grad(
 // GELU-SAME: .entry moe_gelu_backward_gather_grad(
 // GELU-SAME: .entry moe_gelu_backward_route_grad(
-// GELU-SAME: .entry moe_gelu_backward_gate_grad_input(
-// GELU-SAME: .entry moe_gelu_backward_gate_grad_weight(
-// GELU-SAME: .entry moe_gelu_backward_gate_grad_store(
+// GELU-SAME: .entry moe_gelu_backward_all_rows(
+// GELU-SAME: .entry moe_gelu_backward_gate_bias_grad(
 
 // EP4: shard.grid @fmoe_grid_4(shape = 4)
 // EP4-LABEL: func.func @moe_gelu_ep4(

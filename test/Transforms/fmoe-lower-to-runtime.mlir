@@ -46,7 +46,11 @@
 // CHECK: @fmoe_kernels::@layer_backward_gather
 // CHECK: @fmoe_kernels::@layer_backward_act
 // CHECK: call @fmoe_rt_grouped_wgrad_f32(
+// Bias gradients: token slices summed into an f32 accumulator, then stored.
+// CHECK: call @fmoe_rt_memset_f32(
 // CHECK: @fmoe_kernels::@layer_backward_fc2_bias_grad
+// CHECK-SAME: fmoe.param.chunks = 16 : i64
+// CHECK: @fmoe_kernels::@layer_backward_convert
 // CHECK: call @fmoe_rt_grouped_gemm_f32({{.*}}layout = "nn"
 // CHECK: @fmoe_kernels::@layer_backward_act_grad
 // CHECK: call @fmoe_rt_grouped_wgrad_f32(
@@ -54,10 +58,11 @@
 // CHECK: call @fmoe_rt_grouped_gemm_f32({{.*}}layout = "nn"
 // CHECK: @fmoe_kernels::@layer_backward_gather_grad
 // CHECK: @fmoe_kernels::@layer_backward_route_grad
-// CHECK: @fmoe_kernels::@layer_backward_gate_grad_input
-// CHECK: fmoe_rt_memset_f32
-// CHECK: @fmoe_kernels::@layer_backward_gate_grad_weight
-// CHECK: @fmoe_kernels::@layer_backward_gate_grad_store
+// The gate's backward: GEMMs of one group holding every row.
+// CHECK: @fmoe_kernels::@layer_backward_all_rows
+// CHECK: call @fmoe_rt_grouped_gemm_f32({{.*}}accumulate = true{{.*}}k = 4 : i64, layout = "nn", lda = 4 : i64, ldc = 16 : i64, local_experts = 1 : i64, n = 16 : i64
+// CHECK: call @fmoe_rt_grouped_wgrad_f32({{.*}}lda = 4 : i64, ldb = 16 : i64, local_experts = 1 : i64, m = 4 : i64, n = 16 : i64
+// CHECK: @fmoe_kernels::@layer_backward_gate_bias_grad
 
 // CHECK: gpu.module @fmoe_kernels
 // CHECK: gpu.func @layer_gate_route(
