@@ -1099,13 +1099,14 @@ private:
   }
 
   /// grad[l, c] = sum over the rows of local expert l of src[r, col0 + c].
-  /// The rows of each expert are split in kChunks slices summed by their own
-  /// threads (four loads in flight each) into an f32 accumulator, which is
-  /// then stored in grad's type.
+  /// The rows of each expert are split in `chunks` slices summed by their
+  /// own threads (four loads in flight each) into an f32 accumulator, which
+  /// is then stored in grad's type.
   void groupColumnSum(Operation *op, StringRef name, Value src, int64_t ld,
                       int64_t col0, int64_t cols, Value offsets, int64_t groups,
-                      int64_t local, Value grad) {
-    constexpr int64_t kChunks = 16, kUnroll = 4;
+                      int64_t local, Value grad, int64_t chunks = 16) {
+    constexpr int64_t kUnroll = 4;
+    const int64_t kChunks = chunks;
     Value acc = temp(op->getLoc(), b.getF32Type(), {0, local}, cols);
     memset(op, acc, 0);
     launch(op, name, {src, offsets, acc}, {0, kChunks * local * cols},
@@ -1279,7 +1280,18 @@ private:
   LogicalResult lowerGatherGrad(GatherGradOp op) {
     int64_t d = dim(op.getGradRows(), 1), topK = dim(op.getSlotPos(), 1);
     Lin tokensRows = rowsOf(op.getSlotPos());
-    Value dx = define(op.getGradInput(), tokensRows);
+    // When the gate's backward adds to this gradient, it is written straight
+    // into the gate's gradient buffer, which the gate's GEMM then adds to.
+    Value dx;
+    if (op->hasOneUse())
+      if (auto gate = dyn_cast<GateGradOp>(*op->user_begin());
+          gate && gate.getGradInputAcc() == op.getGradInput() &&
+          elementOf(gate.getGradInput()) == elementOf(op.getGradInput())) {
+        dx = define(gate.getGradInput(), tokensRows);
+        bufs[op.getGradInput()] = bufs[gate.getGradInput()];
+      }
+    if (!dx)
+      dx = define(op.getGradInput(), tokensRows);
     launchRows(
         op, "gather_grad", {mem(op.getGradRows()), mem(op.getSlotPos()), dx},
         tokensRows, [&](KB &k, Value t, Value tid, ValueRange a, Value) {
@@ -1444,8 +1456,10 @@ private:
     auto attr = [&](StringRef name, int64_t v) {
       return b.getNamedAttr(name, b.getI64IntegerAttr(v));
     };
-    Value dx = define(op.getGradInput(), rows);
-    convert(mem(op.getGradInputAcc()), dx, rows * d);
+    Value dx = bufs.count(op.getGradInput()) ? mem(op.getGradInput())
+                                             : define(op.getGradInput(), rows);
+    if (mem(op.getGradInputAcc()) != dx)
+      convert(mem(op.getGradInputAcc()), dx, rows * d);
     call(op, "grouped_gemm", {dlc, mem(op.getWeight()), dx, all},
          {b.getNamedAttr("layout", b.getStringAttr("nn")), attr("n", d),
           attr("k", e), attr("lda", e), attr("a_col", 0), attr("ldc", d),
@@ -1457,7 +1471,7 @@ private:
           attr("ldb", d), attr("local_experts", 1)});
     if (op.getGradBias())
       groupColumnSum(op, "gate_bias_grad", dl, e, 0, e, all, 1, 1,
-                     define(op.getGradBias(), {0, e}));
+                     define(op.getGradBias(), {0, e}), /*chunks=*/256);
     return success();
   }
 

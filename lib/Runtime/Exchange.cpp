@@ -88,17 +88,27 @@ int64_t exchangeGroups(const format::Command &c,
   if (recvRows * rowBytes > out.numel * int64_t(dtypeSize(out.dtype)))
     throw Error("all_to_all: " + std::to_string(recvRows) +
                 " rows arrive but the output holds fewer");
-  Scratch send(memory, sendRows * rowBytes), recv(memory, recvRows * rowBytes);
-  char *dst = static_cast<char *>(send.data);
+  // Forward, the input's groups are already peer by peer (the dispatch
+  // orders them so) and go out as they are; reverse, what arrives is
+  // already in the output's order. One side is a permutation either way:
+  // forward the receive side (to expert-major), reverse the send side.
   const char *src = static_cast<const char *>(in.data);
-  for (int64_t p = 0; p < world; ++p)
-    for (int64_t l = 0; l < local; ++l) {
-      int64_t g = groupOf(l, p, reverse);
-      int64_t bytes = int64_t(off[g + 1] - off[g]) * rowBytes;
-      memory.copy(dst, src + int64_t(off[g]) * rowBytes, bytes);
-      dst += bytes;
-    }
-  comm->allToAll(send.data, sendBytes, recv.data, recvBytes);
+  Scratch send(memory, reverse ? sendRows * rowBytes : 0);
+  Scratch recv(memory, reverse ? 0 : recvRows * rowBytes);
+  const void *sendPtr = src + int64_t(off[0]) * rowBytes;
+  if (reverse) {
+    char *dst = static_cast<char *>(send.data);
+    for (int64_t p = 0; p < world; ++p)
+      for (int64_t l = 0; l < local; ++l) {
+        int64_t g = groupOf(l, p, reverse);
+        int64_t bytes = int64_t(off[g + 1] - off[g]) * rowBytes;
+        memory.copy(dst, src + int64_t(off[g]) * rowBytes, bytes);
+        dst += bytes;
+      }
+    sendPtr = send.data;
+  }
+  comm->allToAll(sendPtr, sendBytes, reverse ? out.data : recv.data,
+                 recvBytes);
 
   // 3. Unpack into the output layout and its offsets.
   std::vector<int64_t> start(world * local);
@@ -117,6 +127,8 @@ int64_t exchangeGroups(const format::Command &c,
   }
   outStart[groups] = run;
   memory.fromHost(outOff.data, outStart.data(), (groups + 1) * 4);
+  if (reverse)
+    return run; // received in place
   char *outRows = static_cast<char *>(out.data);
   const char *recvRowsPtr = static_cast<const char *>(recv.data);
   for (int64_t p = 0; p < world; ++p)
