@@ -725,7 +725,8 @@ private:
           };
       host.allocate = [this](int64_t n) { return allocate(n); };
       host.deallocate = [this](void *p) { deallocate(p); };
-      exchangedRows = exchangeGroups(c, a, communicator, host);
+      exchangedRows = exchangeGroups(c, a, communicator, host, lastExchange,
+                                     undoesLastExchange);
     } else {
       throw Error("cpu backend: unknown library function '" + c.target + "'");
     }

@@ -32,7 +32,8 @@ struct Scratch {
 
 int64_t exchangeGroups(const format::Command &c,
                        const std::vector<BufferRef> &args, Communicator *comm,
-                       const MemoryOps &memory) {
+                       const MemoryOps &memory, Backend::ExchangeRecord &last,
+                       bool undoesLast) {
   if (args.size() < 4)
     throw Error("all_to_all: expects 4 operands");
   const BufferRef &in = args[0], &inOff = args[1], &out = args[2],
@@ -58,17 +59,25 @@ int64_t exchangeGroups(const format::Command &c,
     return expertMajor ? l * world + p : p * local + l;
   };
   std::vector<int32_t> off(groups + 1);
-  memory.toHost(off.data(), inOff.data, (groups + 1) * 4);
-
-  // 1. Counts: for each peer, the L group sizes it receives from us.
   std::vector<int32_t> sendCounts(world * local), recvCounts(world * local);
-  for (int64_t p = 0; p < world; ++p)
-    for (int64_t l = 0; l < local; ++l) {
-      int64_t g = groupOf(l, p, reverse);
-      sendCounts[p * local + l] = off[g + 1] - off[g];
-    }
-  std::vector<int64_t> countBytes(world, local * 4);
-  {
+  if (undoesLast && last.valid && last.reverse != reverse &&
+      last.outOffsets.size() == off.size() &&
+      last.sendCounts.size() == sendCounts.size()) {
+    // Undoing the last exchange: each peer sends back what it received
+    // from us and receives what we sent; the input's offsets are the ones
+    // that exchange wrote.
+    off = last.outOffsets;
+    sendCounts = last.recvCounts;
+    recvCounts = last.sendCounts;
+  } else {
+    memory.toHost(off.data(), inOff.data, (groups + 1) * 4);
+    // 1. Counts: for each peer, the L group sizes it receives from us.
+    for (int64_t p = 0; p < world; ++p)
+      for (int64_t l = 0; l < local; ++l) {
+        int64_t g = groupOf(l, p, reverse);
+        sendCounts[p * local + l] = off[g + 1] - off[g];
+      }
+    std::vector<int64_t> countBytes(world, local * 4);
     Scratch sendC(memory, world * local * 4), recvC(memory, world * local * 4);
     memory.fromHost(sendC.data, sendCounts.data(), world * local * 4);
     comm->allToAll(sendC.data, countBytes, recvC.data, countBytes);
@@ -107,8 +116,7 @@ int64_t exchangeGroups(const format::Command &c,
       }
     sendPtr = send.data;
   }
-  comm->allToAll(sendPtr, sendBytes, reverse ? out.data : recv.data,
-                 recvBytes);
+  comm->allToAll(sendPtr, sendBytes, reverse ? out.data : recv.data, recvBytes);
 
   // 3. Unpack into the output layout and its offsets.
   std::vector<int64_t> start(world * local);
@@ -127,6 +135,7 @@ int64_t exchangeGroups(const format::Command &c,
   }
   outStart[groups] = run;
   memory.fromHost(outOff.data, outStart.data(), (groups + 1) * 4);
+  last = {true, reverse, sendCounts, recvCounts, outStart};
   if (reverse)
     return run; // received in place
   char *outRows = static_cast<char *>(out.data);

@@ -86,6 +86,8 @@ void execute(const CompiledModule &module, const format::Program &program,
 
   backend.communicator = communicator;
   backend.exchangedRows = -1;
+  backend.lastExchange = {};
+  int64_t lastExchangeOut = -1; // buffer of the last exchange's offsets
   auto obtainOutput = [&](size_t i) {
     BufferRef &o = bound[i];
     o.data = allocateOutput(size_t(lazyOutput[i]), o);
@@ -117,13 +119,17 @@ void execute(const CompiledModule &module, const format::Program &program,
         obtainOutput(o.buffer);
       args.push_back(bound[o.buffer]);
     }
+    backend.undoesLastExchange = lastExchangeOut >= 0 && cmd.args.size() == 4 &&
+                                 cmd.args[1].buffer == lastExchangeOut;
     backend.run(module.module(), cmd, args, tokens);
+    backend.undoesLastExchange = false;
     // An exchange tells the host how many rows arrived: later commands on
     // its output offsets can size their work by it (BufferRef::knownTotal).
     if (backend.exchangedRows >= 0 && cmd.args.size() == 4 &&
         cmd.args[3].buffer != format::Operand::kTokens) {
       bound[cmd.args[3].buffer].knownTotal = backend.exchangedRows;
       backend.exchangedRows = -1;
+      lastExchangeOut = cmd.args[3].buffer;
     }
     for (int64_t r : cmd.release) {
       if (temps.live[r]) {

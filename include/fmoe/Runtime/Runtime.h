@@ -97,6 +97,18 @@ public:
   /// the exchange needs the counts there); execute() records it on that
   /// command's output offsets as BufferRef::knownTotal.
   int64_t exchangedRows = -1;
+  /// What the last all-to-all learned on the host: its counts (indexed
+  /// [peer * local + expert]) and the offsets it wrote. execute() sets
+  /// undoesLastExchange when the next command's input offsets are that
+  /// exchange's output offsets: an exchange undoing it (forward then
+  /// reverse) knows its own counts from these, without a host
+  /// synchronisation or a count exchange.
+  struct ExchangeRecord {
+    bool valid = false;
+    bool reverse = false;
+    std::vector<int32_t> sendCounts, recvCounts, outOffsets;
+  } lastExchange;
+  bool undoesLastExchange = false;
 
   virtual ~Backend();
   virtual std::string_view name() const = 0;

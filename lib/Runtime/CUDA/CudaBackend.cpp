@@ -735,7 +735,8 @@ void CudaBackend::allToAll(const Attrs &attrs,
   };
   device.allocate = [this](int64_t bytes) { return allocate(bytes); };
   device.deallocate = [this](void *p) { deallocate(p); };
-  exchangedRows = exchangeGroups(attrs.command(), args, communicator, device);
+  exchangedRows = exchangeGroups(attrs.command(), args, communicator, device,
+                                 lastExchange, undoesLastExchange);
 }
 
 } // namespace
