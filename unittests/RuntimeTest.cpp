@@ -12,9 +12,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
+#include <cstring>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <sstream>
+#include <thread>
 
 using namespace fmoe::runtime;
 
@@ -22,8 +26,8 @@ namespace {
 
 constexpr int64_t E = 4, K = 2, D = 16, H = 32;
 
-std::string moduleBytes() {
-  std::ifstream in(FMOE_TEST_MODULE, std::ios::binary);
+std::string moduleBytes(const char *path = FMOE_TEST_MODULE) {
+  std::ifstream in(path, std::ios::binary);
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
@@ -234,3 +238,135 @@ TEST(Runtime, CudaBackendIsRefusedClearlyWithoutAGpu) {
 }
 
 } // namespace
+
+namespace {
+
+/// The ranks of a group as threads of this process: allToAll waits for every
+/// rank to post its send buffer, copies its chunks from the peers' buffers,
+/// and waits again before the buffers may change.
+class ThreadGroup {
+public:
+  explicit ThreadGroup(int64_t size)
+      : size(size), send(size), sendBytes(size), calls(size, 0) {}
+
+  void allToAll(int64_t rank, const void *src,
+                const std::vector<int64_t> &bytesOut, void *dst,
+                const std::vector<int64_t> &bytesIn) {
+    send[rank] = static_cast<const char *>(src);
+    sendBytes[rank] = bytesOut;
+    ++calls[rank];
+    barrier();
+    char *out = static_cast<char *>(dst);
+    for (int64_t p = 0; p < size; ++p) {
+      int64_t at = 0;
+      for (int64_t q = 0; q < rank; ++q)
+        at += sendBytes[p][q];
+      ASSERT_EQ(sendBytes[p][rank], bytesIn[p]) << "rank " << rank;
+      if (bytesIn[p])
+        std::memcpy(out, send[p] + at, bytesIn[p]);
+      out += bytesIn[p];
+    }
+    barrier();
+  }
+  int64_t size;
+  std::vector<const char *> send;
+  std::vector<std::vector<int64_t>> sendBytes;
+  std::vector<int> calls;
+
+private:
+  void barrier() {
+    std::unique_lock<std::mutex> lock(mutex);
+    int64_t generation = passed;
+    if (++arrived == size) {
+      arrived = 0;
+      ++passed;
+      cv.notify_all();
+      return;
+    }
+    cv.wait(lock, [&] { return passed != generation; });
+  }
+  std::mutex mutex;
+  std::condition_variable cv;
+  int64_t arrived = 0, passed = 0;
+};
+
+class ThreadCommunicator final : public Communicator {
+public:
+  ThreadCommunicator(ThreadGroup &group, int64_t rank)
+      : group(group), me(rank) {}
+  int64_t rank() const override { return me; }
+  int64_t size() const override { return group.size; }
+  void allToAll(const void *send, const std::vector<int64_t> &sendBytes,
+                void *recv, const std::vector<int64_t> &recvBytes) override {
+    group.allToAll(me, send, sendBytes, recv, recvBytes);
+  }
+
+private:
+  ThreadGroup &group;
+  int64_t me;
+};
+
+} // namespace
+
+// The layer over two ranks (threads, CPU backend) equals the one-rank layer
+// on each rank's tokens, and the reverse exchange reuses the counts of the
+// forward one: three all-to-alls per forward (counts and rows, then rows).
+TEST(Runtime, ExpertParallelForwardOnTwoRanks) {
+  auto m = CompiledModule::fromBytes(moduleBytes(FMOE_TEST_MODULE_EP2),
+                                     "layer_gelu_ep2.fmoe");
+  const fmoe::format::Program &p = m->program("forward");
+  Layer l(5);
+  constexpr int64_t kRanks = 2, kLocal = E / kRanks;
+  const int64_t tokens[kRanks] = {13, 6};
+  ThreadGroup group(kRanks);
+  std::vector<std::vector<float>> xs(kRanks), outs(kRanks);
+  std::vector<std::string> errors(kRanks);
+  auto rankMain = [&](int64_t r) {
+    try {
+      int64_t t = tokens[r];
+      std::vector<float> &x = xs[r];
+      x.resize(t * D);
+      std::mt19937 gen(100 + r);
+      std::normal_distribution<float> n;
+      for (float &v : x)
+        v = n(gen);
+      // This rank's experts: global experts r*L .. r*L + L - 1.
+      auto slice = [&](const std::vector<float> &all, int64_t per) {
+        return std::vector<float>(all.begin() + r * kLocal * per,
+                                  all.begin() + (r + 1) * kLocal * per);
+      };
+      std::vector<float> w1 = slice(l.w1, H * D), b1 = slice(l.b1, H),
+                         w2 = slice(l.w2, D * H), b2 = slice(l.b2, D);
+      std::vector<float> wg = l.wg, bg = l.bg;
+      std::vector<BufferRef> inputs{f32(x),  f32(wg), f32(bg), f32(w1),
+                                    f32(b1), f32(w2), f32(b2)};
+      std::vector<std::vector<char>> storage;
+      std::vector<BufferRef> outputs;
+      for (const auto &b : p.buffers) {
+        if (b.role != "output")
+          continue;
+        DType type = parseDType(b.dtype);
+        int64_t numel = bufferNumel(b, t);
+        storage.emplace_back(std::max<int64_t>(numel, 1) * dtypeSize(type));
+        outputs.push_back(BufferRef{storage.back().data(), numel, type});
+      }
+      ThreadCommunicator comm(group, r);
+      auto backend = createCpuBackend();
+      execute(*m, p, *backend, inputs, outputs, t, &comm);
+      const float *out = static_cast<const float *>(outputs[0].data);
+      outs[r].assign(out, out + t * D);
+    } catch (const std::exception &e) {
+      errors[r] = e.what();
+    }
+  };
+  std::thread other(rankMain, 1);
+  rankMain(0);
+  other.join();
+  for (int64_t r = 0; r < kRanks; ++r) {
+    ASSERT_EQ(errors[r], "") << "rank " << r;
+    EXPECT_EQ(group.calls[r], 3) << "rank " << r;
+    std::vector<float> want = l.reference(xs[r], tokens[r]);
+    for (int64_t i = 0; i < tokens[r] * D; ++i)
+      ASSERT_NEAR(outs[r][i], want[i], 1e-4f) << "rank " << r << " i=" << i;
+  }
+}
