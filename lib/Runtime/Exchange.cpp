@@ -16,6 +16,18 @@ namespace fmoe::runtime {
 
 namespace {
 
+/// Copies the segments from src to dst, in one go when the backend can.
+void permute(const MemoryOps &memory, void *dst, const void *src,
+             const std::vector<Segment> &segments) {
+  if (memory.copySegments) {
+    memory.copySegments(dst, src, segments);
+    return;
+  }
+  for (const Segment &s : segments)
+    memory.copy(static_cast<char *>(dst) + s.dst,
+                static_cast<const char *>(src) + s.src, s.bytes);
+}
+
 /// A scratch buffer of the backend, freed on every path.
 struct Scratch {
   const MemoryOps &memory;
@@ -106,14 +118,17 @@ int64_t exchangeGroups(const format::Command &c,
   Scratch recv(memory, reverse ? 0 : recvRows * rowBytes);
   const void *sendPtr = src + int64_t(off[0]) * rowBytes;
   if (reverse) {
-    char *dst = static_cast<char *>(send.data);
+    std::vector<Segment> pieces;
+    int64_t at = 0;
     for (int64_t p = 0; p < world; ++p)
       for (int64_t l = 0; l < local; ++l) {
         int64_t g = groupOf(l, p, reverse);
         int64_t bytes = int64_t(off[g + 1] - off[g]) * rowBytes;
-        memory.copy(dst, src + int64_t(off[g]) * rowBytes, bytes);
-        dst += bytes;
+        if (bytes)
+          pieces.push_back({at, int64_t(off[g]) * rowBytes, bytes});
+        at += bytes;
       }
+    permute(memory, send.data, src, pieces);
     sendPtr = send.data;
   }
   comm->allToAll(sendPtr, sendBytes, reverse ? out.data : recv.data, recvBytes);
@@ -138,15 +153,16 @@ int64_t exchangeGroups(const format::Command &c,
   last = {true, reverse, sendCounts, recvCounts, outStart};
   if (reverse)
     return run; // received in place
-  char *outRows = static_cast<char *>(out.data);
-  const char *recvRowsPtr = static_cast<const char *>(recv.data);
+  std::vector<Segment> pieces;
   for (int64_t p = 0; p < world; ++p)
     for (int64_t l = 0; l < local; ++l) {
       int64_t g = groupOf(l, p, !reverse);
-      memory.copy(outRows + int64_t(outStart[g]) * rowBytes,
-                  recvRowsPtr + start[p * local + l] * rowBytes,
-                  int64_t(outCount[g]) * rowBytes);
+      if (outCount[g])
+        pieces.push_back({int64_t(outStart[g]) * rowBytes,
+                          start[p * local + l] * rowBytes,
+                          int64_t(outCount[g]) * rowBytes});
     }
+  permute(memory, out.data, recv.data, pieces);
   return run;
 }
 

@@ -13,8 +13,18 @@
 
 namespace fmoe::runtime {
 
+/// One piece of a permutation: `bytes` bytes from src + src offset to
+/// dst + dst offset.
+struct Segment {
+  int64_t dst = 0, src = 0, bytes = 0;
+};
+
 struct MemoryOps {
   std::function<void(void *dst, const void *src, int64_t bytes)> copy;
+  /// Optional: all the segments at once (else one `copy` each).
+  std::function<void(void *dst, const void *src,
+                     const std::vector<Segment> &segments)>
+      copySegments;
   /// Copies to host memory and waits for the data.
   std::function<void(void *host, const void *src, int64_t bytes)> toHost;
   std::function<void(void *dst, const void *host, int64_t bytes)> fromHost;

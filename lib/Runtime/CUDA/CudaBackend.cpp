@@ -13,6 +13,7 @@
 #include "fmoe/Runtime/Runtime.h"
 
 #include "../Exchange.h"
+#include "CopySegments.h"
 #include "Driver.h"
 
 #include <algorithm>
@@ -735,6 +736,26 @@ void CudaBackend::allToAll(const Attrs &attrs,
   };
   device.allocate = [this](int64_t bytes) { return allocate(bytes); };
   device.deallocate = [this](void *p) { deallocate(p); };
+  device.copySegments = [this](void *dst, const void *src,
+                               const std::vector<Segment> &segments) {
+    if (segments.empty())
+      return;
+    int64_t bytes = int64_t(segments.size() * sizeof(Segment)), most = 0;
+    for (const Segment &s : segments)
+      most = std::max(most, s.bytes);
+    void *table = allocate(bytes);
+    try {
+      // Pageable host memory: the driver stages it before returning.
+      FMOE_CU_CHECK(cuda::driver().cuMemcpyHtoDAsync(
+          devicePtr(table), segments.data(), bytes, stream));
+      cuda::launchCopySegments(dst, src, static_cast<const Segment *>(table),
+                               int64_t(segments.size()), most, stream);
+    } catch (...) {
+      deallocate(table);
+      throw;
+    }
+    deallocate(table); // stream-ordered: after the kernel
+  };
   exchangedRows = exchangeGroups(attrs.command(), args, communicator, device,
                                  lastExchange, undoesLastExchange);
 }
