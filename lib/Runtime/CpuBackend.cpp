@@ -570,11 +570,11 @@ public:
   void deallocate(void *ptr) override { std::free(ptr); }
 
   void run(const format::Module &, const format::Command &c, const Args &a,
-           int64_t tokens) override {
+           int64_t tokens, Execution &execution) override {
     if (c.kind == "launch")
       launch(c, a, tokens);
     else
-      call(c, a);
+      call(c, a, execution);
   }
 
 private:
@@ -698,7 +698,7 @@ private:
       }
   }
 
-  void call(const format::Command &c, const Args &a) {
+  void call(const format::Command &c, const Args &a, Execution &execution) {
     std::string fn = c.target;
     for (std::string_view suffix : {"_f32", "_bf16", "_f16"})
       if (fn.size() > suffix.size() &&
@@ -725,8 +725,7 @@ private:
           };
       host.allocate = [this](int64_t n) { return allocate(n); };
       host.deallocate = [this](void *p) { deallocate(p); };
-      exchangedRows = exchangeGroups(c, a, communicator, host, lastExchange,
-                                     undoesLastExchange);
+      execution.exchangedRows = exchangeGroups(c, a, host, execution);
     } else {
       throw Error("cpu backend: unknown library function '" + c.target + "'");
     }

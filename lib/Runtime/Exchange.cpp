@@ -43,9 +43,11 @@ struct Scratch {
 } // namespace
 
 int64_t exchangeGroups(const format::Command &c,
-                       const std::vector<BufferRef> &args, Communicator *comm,
-                       const MemoryOps &memory, Backend::ExchangeRecord &last,
-                       bool undoesLast) {
+                       const std::vector<BufferRef> &args,
+                       const MemoryOps &memory, Execution &execution) {
+  Communicator *comm = execution.communicator;
+  Execution::ExchangeRecord &last = execution.lastExchange;
+  bool undoesLast = execution.undoesLastExchange;
   if (args.size() < 4)
     throw Error("all_to_all: expects 4 operands");
   const BufferRef &in = args[0], &inOff = args[1], &out = args[2],
@@ -107,8 +109,13 @@ int64_t exchangeGroups(const format::Command &c,
       recvRows += recvCounts[p * local + l];
     }
   if (recvRows * rowBytes > out.numel * int64_t(dtypeSize(out.dtype)))
-    throw Error("all_to_all: " + std::to_string(recvRows) +
-                " rows arrive but the output holds fewer");
+    throw Error(
+        "all_to_all: " + std::to_string(recvRows) +
+        " rows arrive but the output holds " +
+        std::to_string(out.numel * int64_t(dtypeSize(out.dtype)) / rowBytes) +
+        " (it holds world_size x this rank's tokens x top_k: every "
+        "rank of an expert-parallel group must run the same number "
+        "of tokens)");
   // Forward, the input's groups are already peer by peer (the dispatch
   // orders them so) and go out as they are; reverse, what arrives is
   // already in the output's order. One side is a permutation either way:

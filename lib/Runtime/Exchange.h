@@ -35,15 +35,14 @@ struct MemoryOps {
 /// `fmoe_rt_all_to_all` (docs/module-format.md) on `args` = (in, offsets,
 /// out, out_offsets), over `comm`. The counts travel first, so the receive
 /// sizes are known on the host (one small copy of the offsets to the host).
-/// Returns the number of rows received (out_offsets' last entry). `last`
-/// is what the previous exchange learned; when `undoesLast` (this input's
-/// offsets are that exchange's output) and the directions are opposite,
-/// the counts come from it: no copy to the host, no count exchange. `last`
-/// is then replaced by this exchange's record.
+/// Runs over execution.communicator. Returns the number of rows received
+/// (out_offsets' last entry). When execution.undoesLastExchange (this
+/// input's offsets are the last exchange's output) and the directions are
+/// opposite, the counts come from execution.lastExchange: no copy to the
+/// host, no count exchange. lastExchange then records this exchange.
 int64_t exchangeGroups(const format::Command &cmd,
-                       const std::vector<BufferRef> &args, Communicator *comm,
-                       const MemoryOps &memory, Backend::ExchangeRecord &last,
-                       bool undoesLast);
+                       const std::vector<BufferRef> &args,
+                       const MemoryOps &memory, Execution &execution);
 
 } // namespace fmoe::runtime
 

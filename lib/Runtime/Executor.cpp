@@ -84,9 +84,8 @@ void execute(const CompiledModule &module, const format::Program &program,
                 std::to_string(inputs.size()) + " and " +
                 std::to_string(outputs.size()));
 
-  backend.communicator = communicator;
-  backend.exchangedRows = -1;
-  backend.lastExchange = {};
+  Execution execution;
+  execution.communicator = communicator;
   int64_t lastExchangeOut = -1; // buffer of the last exchange's offsets
   auto obtainOutput = [&](size_t i) {
     BufferRef &o = bound[i];
@@ -119,22 +118,24 @@ void execute(const CompiledModule &module, const format::Program &program,
         obtainOutput(o.buffer);
       args.push_back(bound[o.buffer]);
     }
-    backend.undoesLastExchange = lastExchangeOut >= 0 && cmd.args.size() == 4 &&
-                                 cmd.args[1].buffer == lastExchangeOut;
-    backend.run(module.module(), cmd, args, tokens);
-    backend.undoesLastExchange = false;
+    execution.undoesLastExchange = lastExchangeOut >= 0 &&
+                                   cmd.args.size() == 4 &&
+                                   cmd.args[1].buffer == lastExchangeOut;
+    backend.run(module.module(), cmd, args, tokens, execution);
+    execution.undoesLastExchange = false;
     // An exchange tells the host how many rows arrived: later commands on
     // its output offsets can size their work by it (BufferRef::knownTotal).
-    if (backend.exchangedRows >= 0 && cmd.args.size() == 4 &&
+    if (execution.exchangedRows >= 0 && cmd.args.size() == 4 &&
         cmd.args[3].buffer != format::Operand::kTokens) {
-      bound[cmd.args[3].buffer].knownTotal = backend.exchangedRows;
-      backend.exchangedRows = -1;
+      bound[cmd.args[3].buffer].knownTotal = execution.exchangedRows;
+      execution.exchangedRows = -1;
       lastExchangeOut = cmd.args[3].buffer;
     }
     for (int64_t r : cmd.release) {
       if (temps.live[r]) {
         backend.deallocate(temps.live[r]);
         temps.live[r] = nullptr;
+        bound[r].data = nullptr; // a (wrong) later use fails, never dangles
       }
     }
   }

@@ -71,11 +71,13 @@ void installAtenGemm() {
 #ifdef FMOE_HAS_CUDA
 /// bf16 grouped GEMMs through torch's grouped GEMM (CUTLASS, tensor cores),
 /// with the group sizes read on the device as the runtime's own kernels do.
-/// On Hopper and Blackwell the CUTLASS kernel writes straight into the
-/// runtime's buffer (it takes the output's row stride); elsewhere, and to
-/// accumulate, torch's result is copied or added in. Layouts torch cannot
-/// take (misaligned leading dimensions, other dtypes) are left to the
-/// runtime's kernels.
+/// On Hopper (the GPUs this was tested on, empty experts included) the
+/// CUTLASS kernel writes straight into the runtime's buffer (it takes the
+/// output's row stride); elsewhere, and to accumulate, torch's result is
+/// copied or added in, and weight gradients are left to the runtime's
+/// kernels (which write zeros for an expert without rows). Layouts torch
+/// cannot take (misaligned buffers or leading dimensions, other dtypes) are
+/// left to the runtime's kernels.
 bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
                       const std::vector<BufferRef> &args, void *stream) {
   bool gather = fn == "fmoe_rt_grouped_gemm_gather";
@@ -102,8 +104,12 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
   };
   // 16-byte alignment of every row start, as torch's grouped GEMM requires.
   auto aligned = [](int64_t elems) { return elems % 8 == 0; };
-  int major = at::cuda::getDeviceProperties(device)->major;
-  bool direct = major == 9 || major == 10;
+  for (const BufferRef &a : args)
+    if (reinterpret_cast<uintptr_t>(a.data) % 16 != 0)
+      return false;
+  bool direct = at::cuda::getDeviceProperties(device)->major == 9;
+  if (wgrad && !direct)
+    return false;
   int64_t local = intAttrOr(c, "local_experts", 1);
   const BufferRef &offBuf = args.back();
   int64_t groups = offBuf.numel - 1, perExpert = groups / local;

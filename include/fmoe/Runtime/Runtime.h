@@ -87,11 +87,11 @@ public:
                         void *recv, const std::vector<int64_t> &recvBytes) = 0;
 };
 
-/// Where commands run. A backend owns its memory and its execution stream.
-class Backend {
-public:
-  /// The group the exchanges of the program being executed run over (set by
-  /// execute(); null when the layer is not distributed).
+/// What the commands of one execute() call share (one per call, so that
+/// several threads may run programs on one backend).
+struct Execution {
+  /// The group the program's exchanges run over (null when the layer is not
+  /// distributed).
   Communicator *communicator = nullptr;
   /// The rows the last all-to-all command received (known on the host, as
   /// the exchange needs the counts there); execute() records it on that
@@ -109,7 +109,11 @@ public:
     std::vector<int32_t> sendCounts, recvCounts, outOffsets;
   } lastExchange;
   bool undoesLastExchange = false;
+};
 
+/// Where commands run. A backend owns its memory and its execution stream.
+class Backend {
+public:
   virtual ~Backend();
   virtual std::string_view name() const = 0;
   virtual void *allocate(size_t bytes) = 0;
@@ -117,7 +121,8 @@ public:
   /// Runs one command on buffers bound in the command's argument order.
   /// `tokens` is T.
   virtual void run(const format::Module &module, const format::Command &cmd,
-                   const std::vector<BufferRef> &args, int64_t tokens) = 0;
+                   const std::vector<BufferRef> &args, int64_t tokens,
+                   Execution &execution) = 0;
 };
 
 /// Attributes of a command, as the module file spells them: the value of

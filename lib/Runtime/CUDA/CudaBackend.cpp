@@ -242,7 +242,8 @@ public:
   void *allocate(size_t bytes) override;
   void deallocate(void *ptr) override;
   void run(const format::Module &module, const format::Command &cmd,
-           const std::vector<BufferRef> &args, int64_t tokens) override;
+           const std::vector<BufferRef> &args, int64_t tokens,
+           Execution &execution) override;
 
 private:
   /// A kernel of a loaded module, with its parameter count (-1 when the
@@ -264,13 +265,15 @@ private:
   Kernel kernelFor(const format::Module &module, const std::string &entry);
   void launch(const format::Module &module, const format::Command &cmd,
               const std::vector<BufferRef> &args, int64_t tokens);
-  void call(const format::Command &cmd, const std::vector<BufferRef> &args);
+  void call(const format::Command &cmd, const std::vector<BufferRef> &args,
+            Execution &execution);
   void memset(const Attrs &attrs, const std::vector<BufferRef> &args);
   void groupedGemm(const Attrs &attrs, const LibraryTarget &target,
                    const std::vector<BufferRef> &args, bool gather);
   void groupedWgrad(const Attrs &attrs, const LibraryTarget &target,
                     const std::vector<BufferRef> &args);
-  void allToAll(const Attrs &attrs, const std::vector<BufferRef> &args);
+  void allToAll(const Attrs &attrs, const std::vector<BufferRef> &args,
+                Execution &execution);
 
   CUdevice device = 0;
   CUstream stream = nullptr;
@@ -373,12 +376,13 @@ void CudaBackend::deallocate(void *ptr) {
 }
 
 void CudaBackend::run(const format::Module &module, const format::Command &cmd,
-                      const std::vector<BufferRef> &args, int64_t tokens) {
+                      const std::vector<BufferRef> &args, int64_t tokens,
+                      Execution &execution) {
   ContextScope scope(context->get());
   if (cmd.kind == "launch")
     return launch(module, cmd, args, tokens);
   if (cmd.kind == "call")
-    return call(cmd, args);
+    return call(cmd, args, execution);
   throw Error("unknown command kind '" + cmd.kind + "' (" + cmd.target + ")");
 }
 
@@ -576,7 +580,8 @@ int64_t groupsOf(const Attrs &attrs, const BufferRef &offsets,
 }
 
 void CudaBackend::call(const format::Command &cmd,
-                       const std::vector<BufferRef> &args) {
+                       const std::vector<BufferRef> &args,
+                       Execution &execution) {
   Attrs attrs(cmd);
   LibraryTarget target = splitTarget(cmd.target);
   if (const CudaLibraryHook::Fn &hook = CudaLibraryHook::get())
@@ -591,7 +596,7 @@ void CudaBackend::call(const format::Command &cmd,
   if (target.base == "fmoe_rt_grouped_wgrad")
     return groupedWgrad(attrs, target, args);
   if (target.base == "fmoe_rt_all_to_all")
-    return allToAll(attrs, args);
+    return allToAll(attrs, args, execution);
   throw Error("the CUDA backend has no library function '" + cmd.target +
               "' (" + cmd.op + ")");
 }
@@ -705,7 +710,8 @@ void CudaBackend::groupedWgrad(const Attrs &attrs, const LibraryTarget &target,
 }
 
 void CudaBackend::allToAll(const Attrs &attrs,
-                           const std::vector<BufferRef> &args) {
+                           const std::vector<BufferRef> &args,
+                           Execution &execution) {
   requireOperands(attrs, args, 4);
   const BufferRef &in = args[0], &offsets = args[1], &out = args[2],
                   &outOffsets = args[3];
@@ -756,8 +762,8 @@ void CudaBackend::allToAll(const Attrs &attrs,
     }
     deallocate(table); // stream-ordered: after the kernel
   };
-  exchangedRows = exchangeGroups(attrs.command(), args, communicator, device,
-                                 lastExchange, undoesLastExchange);
+  execution.exchangedRows =
+      exchangeGroups(attrs.command(), args, device, execution);
 }
 
 } // namespace
