@@ -245,5 +245,28 @@ def _dying_worker(rank, world, port, cache):
     os._exit(1)
 
 
+def _uneven_worker(rank, world, port, cache):
+    os.environ["FMOE_CACHE_DIR"] = cache
+    import time
+
+    with rank_process():
+        init_rank(rank, world, port, timeout=30)
+        torch.manual_seed(0)
+        layer = fmoe.FMoETransformerMLP(num_expert=LOCAL, d_model=D_MODEL, d_hidden=D_HIDDEN, world_size=world)
+        compiled = fmoe.compile(layer)
+        # Rank 0 can receive world x 1 x top_k = 4 rows; rank 1 sends it far more.
+        tokens = 1 if rank == 0 else 64
+        start = time.time()
+        with pytest.raises(RuntimeError, match="too different token counts"):
+            compiled(torch.randn(tokens, D_MODEL))
+        assert time.time() - start < 20, "the error took the process group's timeout"
+
+
+def test_uneven_token_counts_fail_on_every_rank_with_the_reason(tmp_path):
+    """A rank that would receive more rows than it holds makes every rank
+    fail at once, naming the reason (all ranks learn all counts)."""
+    run_ranks(_uneven_worker, 2, str(tmp_path))
+
+
 def test_a_dead_rank_gives_an_error_not_a_hang(tmp_path):
     run_ranks(_dying_worker, 2, str(tmp_path))

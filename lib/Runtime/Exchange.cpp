@@ -9,6 +9,7 @@
 
 #include "Exchange.h"
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
@@ -91,11 +92,43 @@ int64_t exchangeGroups(const format::Command &c,
         int64_t g = groupOf(l, p, reverse);
         sendCounts[p * local + l] = off[g + 1] - off[g];
       }
-    std::vector<int64_t> countBytes(world, local * 4);
-    Scratch sendC(memory, world * local * 4), recvC(memory, world * local * 4);
-    memory.fromHost(sendC.data, sendCounts.data(), world * local * 4);
-    comm->allToAll(sendC.data, countBytes, recvC.data, countBytes);
-    memory.toHost(recvCounts.data(), recvC.data, world * local * 4);
+    // Every peer gets all our counts (what we send to each rank) and the
+    // rows we can receive: so every rank knows every rank's load and
+    // capacity, and all fail together, with the reason, when one would
+    // overflow (rather than one failing while the others wait for rows).
+    int64_t message = world * local + 1;
+    int64_t capacity = out.numel * int64_t(dtypeSize(out.dtype)) / rowBytes;
+    std::vector<int32_t> mine(world * message), theirs(world * message);
+    for (int64_t q = 0; q < world; ++q) {
+      std::copy(sendCounts.begin(), sendCounts.end(),
+                mine.begin() + q * message);
+      mine[q * message + world * local] = int32_t(capacity);
+    }
+    std::vector<int64_t> messageBytes(world, message * 4);
+    Scratch sendC(memory, world * message * 4),
+        recvC(memory, world * message * 4);
+    memory.fromHost(sendC.data, mine.data(), world * message * 4);
+    comm->allToAll(sendC.data, messageBytes, recvC.data, messageBytes);
+    memory.toHost(theirs.data(), recvC.data, world * message * 4);
+    int64_t me = comm->rank();
+    for (int64_t p = 0; p < world; ++p)
+      for (int64_t l = 0; l < local; ++l)
+        recvCounts[p * local + l] = theirs[p * message + me * local + l];
+    for (int64_t q = 0; q < world; ++q) {
+      int64_t arriving = 0;
+      for (int64_t p = 0; p < world; ++p)
+        for (int64_t l = 0; l < local; ++l)
+          arriving += theirs[p * message + q * local + l];
+      int64_t room = theirs[q * message + world * local];
+      if (arriving > room)
+        throw Error(
+            "all_to_all: rank " + std::to_string(q) + " would receive " +
+            std::to_string(arriving) + " rows but holds " +
+            std::to_string(room) +
+            " (world_size x its tokens x top_k): the ranks of an "
+            "expert-parallel group run too different token counts; give "
+            "every rank the same number of tokens (pad the last batch)");
+    }
   }
 
   // 2. Rows: packed peer by peer, in the order of the L groups.
