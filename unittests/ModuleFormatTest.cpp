@@ -113,12 +113,16 @@ std::string bodyOf(const std::string &bytes) {
 
 TEST(ModuleFormat, RefusesOtherVersions) {
   std::string body = bodyOf(serialize(sample()));
-  body.replace(0, body.find('\n'), "fmoe-module 2");
-  Module m;
-  std::string error;
-  EXPECT_FALSE(parse(withChecksum(body), m, error));
-  EXPECT_NE(error.find("version 2 is not supported"), std::string::npos)
-      << error;
+  for (const char *other : {"1", "3"}) {
+    std::string old = body;
+    old.replace(0, old.find('\n'), std::string("fmoe-module ") + other);
+    Module m;
+    std::string error;
+    EXPECT_FALSE(parse(withChecksum(old), m, error));
+    EXPECT_NE(error.find(std::string("version ") + other + " is not supported"),
+              std::string::npos)
+        << error;
+  }
 }
 
 TEST(ModuleFormat, RefusesBadContent) {

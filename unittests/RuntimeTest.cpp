@@ -319,9 +319,9 @@ TEST(Runtime, ExpertParallelForwardOnTwoRanks) {
   const fmoe::format::Program &p = m->program("forward");
   Layer l(5);
   constexpr int64_t kRanks = 2, kLocal = E / kRanks;
-  // Every rank of a group runs the same number of tokens (the receive
-  // buffers hold world_size x T x top_k rows).
-  const int64_t tokens[kRanks] = {13, 13};
+  // Ranks may run different token counts: the expert side is sized by the
+  // rows that arrive. Rank 0 receives more than 2 x 2 x its 2 tokens.
+  const int64_t tokens[kRanks] = {2, 29};
   ThreadGroup group(kRanks);
   std::vector<std::vector<float>> xs(kRanks), outs(kRanks);
   std::vector<std::string> errors(kRanks);
@@ -344,20 +344,21 @@ TEST(Runtime, ExpertParallelForwardOnTwoRanks) {
       std::vector<float> wg = l.wg, bg = l.bg;
       std::vector<BufferRef> inputs{f32(x),  f32(wg), f32(bg), f32(w1),
                                     f32(b1), f32(w2), f32(b2)};
-      std::vector<std::vector<char>> storage;
+      // Outputs are allocated when written: some (the saved expert-side
+      // values) have as many rows as the exchange receives.
       std::vector<BufferRef> outputs;
-      for (const auto &b : p.buffers) {
-        if (b.role != "output")
-          continue;
-        DType type = parseDType(b.dtype);
-        int64_t numel = bufferNumel(b, t);
-        storage.emplace_back(std::max<int64_t>(numel, 1) * dtypeSize(type));
-        outputs.push_back(BufferRef{storage.back().data(), numel, type});
-      }
+      for (const auto &b : p.buffers)
+        if (b.role == "output")
+          outputs.push_back(BufferRef{nullptr, -1, parseDType(b.dtype)});
+      std::vector<std::vector<char>> storage(outputs.size());
+      OutputAllocator allocate = [&](size_t i, const BufferRef &ref) {
+        storage[i].resize(ref.numel * dtypeSize(ref.dtype));
+        return static_cast<void *>(storage[i].data());
+      };
       ThreadCommunicator comm(group, r);
       auto backend = createCpuBackend();
-      execute(*m, p, *backend, inputs, outputs, t, &comm);
-      const float *out = static_cast<const float *>(outputs[0].data);
+      execute(*m, p, *backend, inputs, outputs, t, &comm, allocate);
+      const float *out = reinterpret_cast<const float *>(storage[0].data());
       outs[r].assign(out, out + t * D);
     } catch (const std::exception &e) {
       errors[r] = e.what();

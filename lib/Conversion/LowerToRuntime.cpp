@@ -28,11 +28,15 @@ namespace {
 
 constexpr int64_t kBlock = 256;
 
-/// perToken * T + constant.
+/// perToken * T + constant + perReceived * R, R being the rows the layer's
+/// expert-parallel exchange received (known to the runtime once it ran).
 struct Lin {
   int64_t perToken = 0;
   int64_t constant = 0;
-  Lin operator*(int64_t k) const { return {perToken * k, constant * k}; }
+  int64_t perReceived = 0;
+  Lin operator*(int64_t k) const {
+    return {perToken * k, constant * k, perReceived * k};
+  }
 };
 
 /// A tensor value's buffer: `rows x cols` elements.
@@ -309,8 +313,7 @@ public:
       return b.getDictionaryAttr(
           {b.getNamedAttr("name", b.getStringAttr(name)),
            b.getNamedAttr("role", b.getStringAttr(role)),
-           b.getNamedAttr(
-               "rows", b.getDenseI64ArrayAttr({rows.perToken, rows.constant})),
+           b.getNamedAttr("rows", linAttr(rows)),
            b.getNamedAttr("cols", b.getI64IntegerAttr(cols))});
     };
     for (auto [i, arg] : llvm::enumerate(func.getArguments()))
@@ -380,7 +383,21 @@ private:
     Value v = k.c(l.constant);
     if (l.perToken)
       v = k.add(k.mul(tokens, k.c(l.perToken)), v);
+    if (l.perReceived) {
+      // R as the IR sees it (the runtime evaluates the recorded Lin): the
+      // first exchange's last offset, or, in a backward, the rows of a saved
+      // value that has R rows.
+      if (!received)
+        received = k.c(0);
+      v = k.add(k.mul(received, k.c(l.perReceived)), v);
+    }
     return v;
+  }
+  /// [perToken, constant] or, when R enters, [perToken, constant, perReceived].
+  DenseI64ArrayAttr linAttr(Lin l) {
+    if (l.perReceived)
+      return b.getDenseI64ArrayAttr({l.perToken, l.constant, l.perReceived});
+    return b.getDenseI64ArrayAttr({l.perToken, l.constant});
   }
 
   /// The buffer of `result`: the output argument when it is returned, a new
@@ -403,8 +420,7 @@ private:
     auto alloc = memref::AllocOp::create(
         b, loc, MemRefType::get({ShapedType::kDynamic}, elt),
         ValueRange{lin(rows * cols)});
-    alloc->setAttr("fmoe.rows",
-                   b.getDenseI64ArrayAttr({rows.perToken, rows.constant}));
+    alloc->setAttr("fmoe.rows", linAttr(rows));
     alloc->setAttr("fmoe.cols", b.getI64IntegerAttr(cols));
     temps.push_back(alloc);
     return alloc;
@@ -484,8 +500,7 @@ private:
         gpu::KernelDim3{h.c(kBlock), h.c(1), h.c(1)}, Value(), operands);
     launchOp->setAttr("fmoe.op",
                       b.getStringAttr(src->getName().getStringRef()));
-    launchOp->setAttr("fmoe.work",
-                      b.getDenseI64ArrayAttr({work.perToken, work.constant}));
+    launchOp->setAttr("fmoe.work", linAttr(work));
     launchOp->setAttr("fmoe.block", b.getI64IntegerAttr(kBlock));
     // What the kernel computes, for backends that run a reference
     // implementation instead of the PTX.
@@ -505,6 +520,9 @@ private:
   void launch(Operation *src, StringRef suffix, ValueRange args, Lin work,
               function_ref<void(KB &, Value, ValueRange, Value)> body,
               ArrayRef<NamedAttribute> params = {}) {
+    // The kernel bounds its items by T; work over received rows runs as
+    // row kernels (launchRows), whose grid is exact.
+    assert(work.perReceived == 0 && "item kernels are sized by T only");
     launchBlocks(
         src, suffix, args, work,
         [&](KB &k, Value bid, Value tid, ValueRange a, Value t) {
@@ -1030,9 +1048,21 @@ private:
     int64_t world = grid.getShape()[0];
     // The receive side holds at most every rank's rows; the reverse
     // exchange returns to the sender's row count.
+    // Forward, the rows that arrive: R, known once the counts are exchanged
+    // (the runtime allocates the output then). Reverse, the rows the
+    // matching forward exchange sent.
     Lin in = rowsOf(op.getInput());
-    Lin rows = op.getReverse() ? Lin{in.perToken / world, in.constant / world}
-                               : in * world;
+    Lin rows{0, 0, 1};
+    if (op.getReverse()) {
+      auto forward = op.getOffsets().getDefiningOp<AllToAllOp>();
+      if (forward && !forward.getReverse())
+        rows = rowsOf(forward.getInput());
+      else if (!in.perReceived)
+        rows = {in.perToken / world, in.constant / world};
+      else
+        return op.emitError("cannot size a reverse exchange whose offsets do "
+                            "not come from a forward exchange");
+    }
     Value out = define(op.getOutput(), rows);
     Value outOffsets = define(op.getOutOffsets(), {0, dim(op.getOffsets(), 0)});
     call(op, "all_to_all",
@@ -1041,6 +1071,15 @@ private:
           b.getNamedAttr("world_size", b.getI64IntegerAttr(world)),
           b.getNamedAttr("reverse", b.getBoolAttr(op.getReverse())),
           b.getNamedAttr("cols", b.getI64IntegerAttr(dim(op.getInput(), 1)))});
+    // From here on R is the last received offset. (The runtime allocates the
+    // exchange's own output once it knows R; the IR's allocation above is
+    // only a placeholder for it.)
+    if (!op.getReverse() && !received) {
+      KB k{b, op.getLoc()};
+      received = k.toIndex(
+          memref::LoadOp::create(b, op.getLoc(), outOffsets,
+                                 ValueRange{k.c(dim(op.getOffsets(), 0) - 1)}));
+    }
     return success();
   }
 
@@ -1504,6 +1543,7 @@ private:
   ArrayRef<Lin> savedRows;
   OpBuilder b;
   Value tokens;
+  Value received; // R in the IR, once known (see lin())
   DenseMap<Value, Buf> bufs;
   DenseMap<Value, Value> outputs;
   SmallVector<Value> temps;

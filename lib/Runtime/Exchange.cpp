@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <memory>
 
 namespace fmoe::runtime {
@@ -51,13 +52,23 @@ int64_t exchangeGroups(const format::Command &c,
   bool undoesLast = execution.undoesLastExchange;
   if (args.size() < 4)
     throw Error("all_to_all: expects 4 operands");
-  const BufferRef &in = args[0], &inOff = args[1], &out = args[2],
-                  &outOff = args[3];
+  const BufferRef &in = args[0], &inOff = args[1], &outOff = args[3];
+  // The output: given, or (sized by the rows that arrive) obtained from
+  // execution.allocateReceived once the counts are known.
+  BufferRef out = args[2];
+  bool sizedByArrivals = !out.data && out.numel < 0;
+  if (sizedByArrivals && !execution.allocateReceived)
+    throw Error("all_to_all: the output has no memory");
   int64_t world = intAttr(c, "world_size");
   int64_t groups = inOff.numel - 1, local = groups / world;
   int64_t rowBytes = intAttr(c, "cols") * int64_t(dtypeSize(in.dtype));
   bool reverse = boolAttr(c, "reverse");
   if (world == 1) {
+    if (sizedByArrivals) {
+      out.numel = in.numel;
+      out.data =
+          execution.allocateReceived(in.numel * dtypeSize(in.dtype) / rowBytes);
+    }
     memory.copy(out.data, in.data,
                 std::min(in.numel, out.numel) * dtypeSize(in.dtype));
     memory.copy(outOff.data, inOff.data, inOff.numel * 4);
@@ -97,7 +108,9 @@ int64_t exchangeGroups(const format::Command &c,
     // capacity, and all fail together, with the reason, when one would
     // overflow (rather than one failing while the others wait for rows).
     int64_t message = world * local + 1;
-    int64_t capacity = out.numel * int64_t(dtypeSize(out.dtype)) / rowBytes;
+    int64_t capacity =
+        sizedByArrivals ? int64_t(std::numeric_limits<int32_t>::max())
+                        : out.numel * int64_t(dtypeSize(out.dtype)) / rowBytes;
     std::vector<int32_t> mine(world * message), theirs(world * message);
     for (int64_t q = 0; q < world; ++q) {
       std::copy(sendCounts.begin(), sendCounts.end(),
@@ -141,14 +154,16 @@ int64_t exchangeGroups(const format::Command &c,
       sendRows += sendCounts[p * local + l];
       recvRows += recvCounts[p * local + l];
     }
+  if (sizedByArrivals) {
+    out.numel = recvRows * rowBytes / int64_t(dtypeSize(out.dtype));
+    out.data = execution.allocateReceived(recvRows);
+  }
   if (recvRows * rowBytes > out.numel * int64_t(dtypeSize(out.dtype)))
     throw Error(
         "all_to_all: " + std::to_string(recvRows) +
         " rows arrive but the output holds " +
         std::to_string(out.numel * int64_t(dtypeSize(out.dtype)) / rowBytes) +
-        " (it holds world_size x this rank's tokens x top_k: every "
-        "rank of an expert-parallel group must run the same number "
-        "of tokens)");
+        " (world_size x this rank's tokens x top_k)");
   // Forward, the input's groups are already peer by peer (the dispatch
   // orders them so) and go out as they are; reverse, what arrives is
   // already in the output's order. One side is a permutation either way:

@@ -35,16 +35,49 @@ void execute(const CompiledModule &module, const format::Program &program,
              const OutputAllocator &allocateOutput) {
   if (tokens < 0)
     throw Error("token count must be >= 0, got " + std::to_string(tokens));
-  std::vector<BufferRef> bound(program.buffers.size());
+  std::string where =
+      std::string(program.name) + " program of '" + module.origin() + "'";
+  const std::vector<format::Buffer> &buffers = program.buffers;
+
+  // R, the rows the program's exchange receives: known from an input that
+  // has R rows (a backward's saved values), else once the exchange ran.
+  int64_t received = -1;
+  {
+    size_t in = 0;
+    for (const format::Buffer &b : buffers) {
+      if (b.role != "input")
+        continue;
+      if (in >= inputs.size())
+        break; // reported below
+      const BufferRef &given = inputs[in++];
+      if (!b.rows.dependsOnReceived() || b.rows.divisor != 1 || !b.cols)
+        continue;
+      int64_t rows = given.numel / b.cols;
+      int64_t rest = rows - b.rows.perToken * tokens - b.rows.constant;
+      int64_t r = rest / b.rows.perReceived;
+      if (given.numel % b.cols || rest % b.rows.perReceived || r < 0 ||
+          (received >= 0 && r != received))
+        throw Error(where + ": input " + b.name + " has " +
+                    std::to_string(given.numel) +
+                    " elements, which match no received row count" +
+                    (received >= 0 ? " (the other inputs say " +
+                                         std::to_string(received) + " rows)"
+                                   : std::string()));
+      received = r;
+    }
+  }
+
+  std::vector<BufferRef> bound(buffers.size());
   size_t nextIn = 0, nextOut = 0;
-  Temporaries temps{backend, std::vector<void *>(program.buffers.size())};
+  Temporaries temps{backend, std::vector<void *>(buffers.size())};
   // Output buffers still to be obtained from allocateOutput: index into
   // `outputs`, or -1.
-  std::vector<int64_t> lazyOutput(program.buffers.size(), -1);
-  for (size_t i = 0; i < program.buffers.size(); ++i) {
-    const format::Buffer &b = program.buffers[i];
+  std::vector<int64_t> lazyOutput(buffers.size(), -1);
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    const format::Buffer &b = buffers[i];
+    bool sized = !b.rows.dependsOnReceived() || received >= 0;
+    int64_t numel = sized ? b.rows.eval(tokens, received) * b.cols : -1;
     BufferRef ref;
-    int64_t numel = bufferNumel(b, tokens);
     if (b.role == "temp") {
       // Allocated at its first use (below), freed after its last: only the
       // temporaries live at a time occupy memory.
@@ -55,49 +88,84 @@ void execute(const CompiledModule &module, const format::Program &program,
           b.role == "input" ? inputs : outputs;
       size_t &next = b.role == "input" ? nextIn : nextOut;
       if (next >= given.size())
-        throw Error(std::string(program.name) + " program of '" +
-                    module.origin() + "' expects more " + b.role +
-                    "s: missing " + describe(b, numel));
+        throw Error(where + " expects more " + b.role + "s: missing " +
+                    (sized ? describe(b, numel) : b.name));
       ref = given[next++];
-      if (ref.dtype != parseDType(b.dtype) || ref.numel != numel)
-        throw Error(std::string(program.name) + " program of '" +
-                    module.origin() + "': " + b.role + " " + b.name +
-                    " should be " + describe(b, numel) + ", got " +
+      bool lazy = b.role == "output" && allocateOutput && !ref.data;
+      if (ref.dtype != parseDType(b.dtype) ||
+          (sized && !lazy && ref.numel != numel))
+        throw Error(where + ": " + b.role + " " + b.name + " should be " +
+                    describe(b, numel) + ", got " +
                     std::string(dtypeName(ref.dtype)) + " with " +
                     std::to_string(ref.numel) + " elements");
-      if (numel && !ref.data) {
-        if (b.role == "output" && allocateOutput)
-          lazyOutput[i] = int64_t(nextOut) - 1;
-        else
-          throw Error(std::string(program.name) + ": " + b.role + " " + b.name +
-                      " has no data");
+      if (lazy && (numel != 0 || !sized)) {
+        lazyOutput[i] = int64_t(next) - 1;
+        ref.numel = numel;
+      } else if (!sized) {
+        throw Error(where + ": output " + b.name +
+                    " has as many rows as the exchange receives; pass it "
+                    "without data and an OutputAllocator");
+      } else if (numel && !ref.data) {
+        throw Error(where + ": " + b.role + " " + b.name + " has no data");
       }
     }
-    ref.rows = b.rows.eval(tokens);
+    ref.rows = sized ? b.rows.eval(tokens, received) : -1;
     ref.cols = b.cols;
     bound[i] = ref;
   }
   if (nextIn != inputs.size() || nextOut != outputs.size())
-    throw Error(std::string(program.name) + " program of '" + module.origin() +
-                "' takes " + std::to_string(nextIn) + " inputs and " +
+    throw Error(where + " takes " + std::to_string(nextIn) + " inputs and " +
                 std::to_string(nextOut) + " outputs, got " +
                 std::to_string(inputs.size()) + " and " +
                 std::to_string(outputs.size()));
 
+  // Gives buffer i its memory (a temporary from the backend, an output from
+  // allocateOutput), sizing it now if it depends on R.
+  std::vector<bool> allocated(buffers.size(), false);
+  auto allocate = [&](size_t i) {
+    const format::Buffer &b = buffers[i];
+    BufferRef &ref = bound[i];
+    allocated[i] = true;
+    if (ref.numel < 0) {
+      if (received < 0)
+        throw Error(where + ": " + b.name +
+                    " is sized by the rows an exchange receives, but is used "
+                    "before any exchange");
+      ref.rows = b.rows.eval(tokens, received);
+      ref.numel = ref.rows * b.cols;
+    }
+    if (b.role == "temp") {
+      if (ref.numel)
+        ref.data = temps.live[i] =
+            backend.allocate(ref.numel * dtypeSize(ref.dtype));
+    } else if (lazyOutput[i] >= 0) {
+      size_t index = size_t(lazyOutput[i]);
+      lazyOutput[i] = -1;
+      if (ref.numel) {
+        ref.data = allocateOutput(index, ref);
+        if (!ref.data)
+          throw Error(where + ": no memory for output " + b.name);
+      }
+    }
+  };
+  auto pending = [&](size_t i) {
+    return !allocated[i] && (buffers[i].role == "temp" || lazyOutput[i] >= 0);
+  };
+
   Execution execution;
   execution.communicator = communicator;
   int64_t lastExchangeOut = -1; // buffer of the last exchange's offsets
-  auto obtainOutput = [&](size_t i) {
-    BufferRef &o = bound[i];
-    o.data = allocateOutput(size_t(lazyOutput[i]), o);
-    lazyOutput[i] = -1;
-    if (!o.data)
-      throw Error(std::string(program.name) + ": no memory for output " +
-                  program.buffers[i].name);
-  };
   std::vector<BufferRef> args;
-  std::vector<bool> allocated(program.buffers.size(), false);
   for (const format::Command &cmd : program.commands) {
+    // An exchange whose output is sized by R allocates it itself, once the
+    // counts tell how many rows arrive.
+    int64_t deferred = -1;
+    bool exchange =
+        cmd.kind == "call" && cmd.target.rfind("fmoe_rt_all_to_all", 0) == 0;
+    if (exchange && cmd.args.size() == 4 && cmd.args[2].buffer >= 0 &&
+        pending(size_t(cmd.args[2].buffer)) &&
+        bound[cmd.args[2].buffer].numel < 0)
+      deferred = cmd.args[2].buffer;
     args.clear();
     for (const format::Operand &o : cmd.args) {
       if (o.buffer == format::Operand::kTokens) {
@@ -107,22 +175,29 @@ void execute(const CompiledModule &module, const format::Program &program,
         args.push_back(t);
         continue;
       }
-      if (!allocated[o.buffer] && program.buffers[o.buffer].role == "temp") {
-        allocated[o.buffer] = true;
-        BufferRef &t = bound[o.buffer];
-        if (t.numel)
-          t.data = temps.live[o.buffer] =
-              backend.allocate(t.numel * dtypeSize(t.dtype));
-      }
-      if (lazyOutput[o.buffer] >= 0)
-        obtainOutput(o.buffer);
+      if (o.buffer != deferred && pending(size_t(o.buffer)))
+        allocate(size_t(o.buffer));
       args.push_back(bound[o.buffer]);
     }
+    execution.allocateReceived = nullptr;
+    if (deferred >= 0)
+      execution.allocateReceived = [&, deferred](int64_t rows) -> void * {
+        if (received >= 0 && rows != received)
+          throw Error(where + ": the exchange received " +
+                      std::to_string(rows) + " rows, the saved values have " +
+                      std::to_string(received));
+        received = rows;
+        allocate(size_t(deferred));
+        return bound[deferred].data;
+      };
     execution.undoesLastExchange = lastExchangeOut >= 0 &&
                                    cmd.args.size() == 4 &&
                                    cmd.args[1].buffer == lastExchangeOut;
     backend.run(module.module(), cmd, args, tokens, execution);
     execution.undoesLastExchange = false;
+    if (deferred >= 0 && !allocated[deferred])
+      throw Error(where + ": " + cmd.target + " did not allocate " +
+                  buffers[deferred].name);
     // An exchange tells the host how many rows arrived: later commands on
     // its output offsets can size their work by it (BufferRef::knownTotal).
     if (execution.exchangedRows >= 0 && cmd.args.size() == 4 &&
@@ -141,7 +216,7 @@ void execute(const CompiledModule &module, const format::Program &program,
   }
   for (size_t i = 0; i < bound.size(); ++i)
     if (lazyOutput[i] >= 0)
-      obtainOutput(i);
+      allocate(i);
 }
 
 } // namespace fmoe::runtime

@@ -24,7 +24,7 @@ uint64_t checksum(std::string_view bytes) {
 
 static std::string sizeStr(const SizeExpr &s) {
   return std::to_string(s.perToken) + " " + std::to_string(s.constant) + " " +
-         std::to_string(s.divisor);
+         std::to_string(s.divisor) + " " + std::to_string(s.perReceived);
 }
 
 std::string serialize(const Module &m) {
@@ -120,7 +120,8 @@ bool toInt(std::string_view s, int64_t &v) {
 
 bool readSize(std::string_view &rest, SizeExpr &s) {
   return toInt(word(rest), s.perToken) && toInt(word(rest), s.constant) &&
-         toInt(word(rest), s.divisor) && s.divisor > 0;
+         toInt(word(rest), s.divisor) && s.divisor > 0 &&
+         toInt(word(rest), s.perReceived);
 }
 
 } // namespace

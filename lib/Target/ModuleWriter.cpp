@@ -45,9 +45,12 @@ std::string dtypeOf(Type t) {
 
 format::SizeExpr rowsOf(DenseI64ArrayAttr rows) {
   format::SizeExpr s;
-  if (rows && rows.size() == 2) {
+  // [perToken, constant] or [perToken, constant, perReceived].
+  if (rows && (rows.size() == 2 || rows.size() == 3)) {
     s.perToken = rows[0];
     s.constant = rows[1];
+    if (rows.size() == 3)
+      s.perReceived = rows[2];
   }
   return s;
 }

@@ -331,9 +331,11 @@ std::vector<at::Tensor> run(int64_t handle, const std::string &kind,
     for (const fmoe::format::Buffer &b : program.buffers) {
       if (b.role != "output")
         continue;
+      // Unknown (-1) for a size that depends on the rows an exchange
+      // receives: the executor sizes it when it is written.
       BufferRef r;
       r.dtype = parseDType(b.dtype);
-      r.numel = bufferNumel(b, tokens);
+      r.numel = b.rows.dependsOnReceived() ? -1 : bufferNumel(b, tokens);
       results.push_back(r.numel ? at::Tensor() : make(0, r.dtype));
       out.push_back(r);
     }
@@ -365,9 +367,12 @@ std::vector<int64_t> outputSizes(int64_t handle, const std::string &kind,
   std::shared_ptr<CompiledModule> m = moduleOf(handle);
   std::vector<int64_t> sizes;
   try {
+    // -1: as many rows as an expert-parallel exchange receives (data
+    // dependent).
     for (const fmoe::format::Buffer &b : m->program(kind).buffers)
       if (b.role == "output")
-        sizes.push_back(bufferNumel(b, tokens));
+        sizes.push_back(b.rows.dependsOnReceived() ? -1
+                                                   : bufferNumel(b, tokens));
   } catch (const Error &e) {
     TORCH_CHECK(false, e.what());
   }

@@ -56,7 +56,13 @@ def _register_fake() -> None:
         sizes = torch.ops.fmoe.output_sizes(handle, program, tokens)
         dtypes = _output_dtypes(handle, program)
         device = inputs[0].device
-        return [torch.empty(n, dtype=d, device=device) for n, d in zip(sizes, dtypes)]
+        # -1: sized by the rows an expert-parallel exchange receives (data
+        # dependent): an unbacked size.
+        ctx = torch.library.get_ctx() if any(n < 0 for n in sizes) else None
+        return [
+            torch.empty(n if n >= 0 else ctx.new_dynamic_size(), dtype=d, device=device)
+            for n, d in zip(sizes, dtypes)
+        ]
 
 
 _DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16, "i32": torch.int32}

@@ -109,6 +109,10 @@ struct Execution {
     std::vector<int32_t> sendCounts, recvCounts, outOffsets;
   } lastExchange;
   bool undoesLastExchange = false;
+  /// Set while an exchange runs whose output is sized by the rows it
+  /// receives (R): the exchange calls it with R once the counts are known,
+  /// and gets the output's memory.
+  std::function<void *(int64_t rows)> allocateReceived;
 };
 
 /// Where commands run. A backend owns its memory and its execution stream.

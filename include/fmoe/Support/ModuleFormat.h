@@ -17,22 +17,26 @@
 namespace fmoe::format {
 
 /// Bumped whenever a reader of the previous version would misread a file.
-constexpr int64_t kVersion = 1;
+constexpr int64_t kVersion = 2;
 constexpr std::string_view kMagic = "fmoe-module";
 
-/// A size that depends on the token count T: ceil((perToken*T + constant) /
-/// divisor).
+/// A size that depends on the token count T and, after an expert-parallel
+/// exchange, on the rows R it received: ceil((perToken*T + perReceived*R +
+/// constant) / divisor).
 struct SizeExpr {
   int64_t perToken = 0;
   int64_t constant = 0;
   int64_t divisor = 1;
-  int64_t eval(int64_t tokens) const {
-    int64_t n = perToken * tokens + constant;
+  int64_t perReceived = 0;
+  /// Whether the size needs R (known only once an exchange has run).
+  bool dependsOnReceived() const { return perReceived != 0; }
+  int64_t eval(int64_t tokens, int64_t received = 0) const {
+    int64_t n = perToken * tokens + perReceived * received + constant;
     return (n + divisor - 1) / divisor;
   }
   bool operator==(const SizeExpr &o) const {
     return perToken == o.perToken && constant == o.constant &&
-           divisor == o.divisor;
+           divisor == o.divisor && perReceived == o.perReceived;
   }
 };
 
