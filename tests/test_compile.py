@@ -229,6 +229,25 @@ def test_fake_tensor_shapes():
         assert y.shape == (11, D_MODEL)
 
 
+def test_fake_tensor_shapes_of_an_expert_parallel_program():
+    """The expert side of an exchange has as many rows as arrive: in fake
+    mode those outputs get unbacked (data-dependent) sizes, the rest exact."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    with torch.device("meta"):
+        ep = fmoe.FMoETransformerMLP(num_expert=2, d_model=D_MODEL, d_hidden=32, top_k=2, world_size=2)
+    cfg = ep.moe_config()
+    info = fmoe.compiler._compile_ir(fmoe.compiler.emit_mlir(cfg, "moe_layer"), "moe_layer", {}, False)
+    shapes = [p.shape for p in cfg["params"].values()]
+    with FakeTensorMode(shape_env=ShapeEnv()):
+        inputs = [torch.randn(7, D_MODEL)] + [torch.randn(s) for s in shapes]
+        outs = torch.ops.fmoe.run(info.handle, "forward", 7, inputs)
+    assert outs[0].shape == (7 * D_MODEL,)
+    unbacked = [o for o in outs if not isinstance(o.shape[0], int)]
+    assert len(unbacked) == 2, [o.shape for o in outs]  # the saved h and received rows
+
+
 def test_torch_compile_traces_the_layer():
     layer = make_layer(4, 2, torch.float32)
     compiled = fmoe.compile(layer)
