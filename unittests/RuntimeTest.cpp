@@ -292,6 +292,32 @@ private:
   int64_t arrived = 0, passed = 0;
 };
 
+/// The CPU backend, checking that every launch whose grid follows the rows
+/// an exchange received is told them (the CPU reference ignores grids; the
+/// GPU would silently launch too few blocks).
+class GridCheckingBackend final : public Backend {
+public:
+  std::string_view name() const override { return "checking"; }
+  void *allocate(size_t bytes) override { return cpu->allocate(bytes); }
+  void deallocate(void *p) override { cpu->deallocate(p); }
+  void run(const fmoe::format::Module &m, const fmoe::format::Command &cmd,
+           const std::vector<BufferRef> &args, int64_t tokens,
+           Execution &execution) override {
+    if (cmd.kind == "launch" && cmd.grid.dependsOnReceived()) {
+      ++receivedLaunches;
+      EXPECT_GE(execution.received, 0) << cmd.target;
+      // Row kernels: one block per received row.
+      EXPECT_EQ(cmd.grid.eval(tokens, execution.received), execution.received)
+          << cmd.target;
+    }
+    cpu->run(m, cmd, args, tokens, execution);
+  }
+  int receivedLaunches = 0;
+
+private:
+  std::unique_ptr<Backend> cpu = createCpuBackend();
+};
+
 class ThreadCommunicator final : public Communicator {
 public:
   ThreadCommunicator(ThreadGroup &group, int64_t rank)
@@ -356,8 +382,9 @@ TEST(Runtime, ExpertParallelForwardOnTwoRanks) {
         return static_cast<void *>(storage[i].data());
       };
       ThreadCommunicator comm(group, r);
-      auto backend = createCpuBackend();
-      execute(*m, p, *backend, inputs, outputs, t, &comm, allocate);
+      GridCheckingBackend backend;
+      execute(*m, p, backend, inputs, outputs, t, &comm, allocate);
+      EXPECT_GT(backend.receivedLaunches, 0);
       const float *out = reinterpret_cast<const float *>(storage[0].data());
       outs[r].assign(out, out + t * D);
     } catch (const std::exception &e) {

@@ -190,6 +190,7 @@ void execute(const CompiledModule &module, const format::Program &program,
         allocate(size_t(deferred));
         return bound[deferred].data;
       };
+    execution.received = received;
     execution.undoesLastExchange = lastExchangeOut >= 0 &&
                                    cmd.args.size() == 4 &&
                                    cmd.args[1].buffer == lastExchangeOut;

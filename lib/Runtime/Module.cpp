@@ -66,8 +66,12 @@ bool boolAttr(const format::Command &c, std::string_view name) {
   return v && (*v == "true" || *v == "unit");
 }
 
-int64_t bufferNumel(const format::Buffer &b, int64_t tokens) {
-  return b.rows.eval(tokens) * b.cols;
+int64_t bufferNumel(const format::Buffer &b, int64_t tokens, int64_t received) {
+  if (b.rows.dependsOnReceived() && received < 0)
+    throw Error("buffer " + b.name +
+                " has as many rows as an exchange receives: its size is "
+                "known only once the exchange ran");
+  return b.rows.eval(tokens, std::max<int64_t>(received, 0)) * b.cols;
 }
 
 Backend::~Backend() = default;

@@ -93,6 +93,9 @@ struct Execution {
   /// The group the program's exchanges run over (null when the layer is not
   /// distributed).
   Communicator *communicator = nullptr;
+  /// R, the rows the program's exchange received (sizes of the expert side,
+  /// and the grids of its kernels); -1 until known.
+  int64_t received = -1;
   /// The rows the last all-to-all command received (known on the host, as
   /// the exchange needs the counts there); execute() records it on that
   /// command's output offsets as BufferRef::knownTotal.
@@ -138,8 +141,11 @@ int64_t intAttrOr(const format::Command &cmd, std::string_view name,
                   int64_t fallback);
 bool boolAttr(const format::Command &cmd, std::string_view name);
 
-/// The element count of buffer `b` for `tokens` tokens.
-int64_t bufferNumel(const format::Buffer &b, int64_t tokens);
+/// The element count of buffer `b` for `tokens` tokens and `received` rows
+/// received by the program's exchange (Error when the size needs them and
+/// `received` is -1).
+int64_t bufferNumel(const format::Buffer &b, int64_t tokens,
+                    int64_t received = -1);
 
 /// Provides the memory of output `index` (in the program's output order) for
 /// `ref` (its dtype and size filled in) when the program first writes it.

@@ -264,7 +264,8 @@ private:
 
   Kernel kernelFor(const format::Module &module, const std::string &entry);
   void launch(const format::Module &module, const format::Command &cmd,
-              const std::vector<BufferRef> &args, int64_t tokens);
+              const std::vector<BufferRef> &args, int64_t tokens,
+              int64_t received);
   void call(const format::Command &cmd, const std::vector<BufferRef> &args,
             Execution &execution);
   void memset(const Attrs &attrs, const std::vector<BufferRef> &args);
@@ -380,7 +381,7 @@ void CudaBackend::run(const format::Module &module, const format::Command &cmd,
                       Execution &execution) {
   ContextScope scope(context->get());
   if (cmd.kind == "launch")
-    return launch(module, cmd, args, tokens);
+    return launch(module, cmd, args, tokens, execution.received);
   if (cmd.kind == "call")
     return call(cmd, args, execution);
   throw Error("unknown command kind '" + cmd.kind + "' (" + cmd.target + ")");
@@ -457,8 +458,13 @@ CudaBackend::Kernel CudaBackend::kernelFor(const format::Module &module,
 
 void CudaBackend::launch(const format::Module &module,
                          const format::Command &cmd,
-                         const std::vector<BufferRef> &args, int64_t tokens) {
-  int64_t blocks = cmd.grid.eval(tokens);
+                         const std::vector<BufferRef> &args, int64_t tokens,
+                         int64_t received) {
+  if (cmd.grid.dependsOnReceived() && received < 0)
+    throw Error("launch of " + cmd.target +
+                ": its grid follows the rows an exchange receives, but no "
+                "exchange has run");
+  int64_t blocks = cmd.grid.eval(tokens, received);
   // Row kernels (one block per row of a grouped buffer) name the operand
   // holding the group offsets; when the host knows how many rows are in use,
   // blocks past them (which would exit at once) are not launched.
