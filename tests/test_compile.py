@@ -246,6 +246,11 @@ def test_fake_tensor_shapes_of_an_expert_parallel_program():
     assert outs[0].shape == (7 * D_MODEL,)
     unbacked = [o for o in outs if not isinstance(o.shape[0], int)]
     assert len(unbacked) == 2, [o.shape for o in outs]  # the saved h and received rows
+    # One row count R for both: h has d_hidden columns, the rows d_model.
+    symbols = [o.shape[0].node.expr.free_symbols for o in unbacked]
+    assert symbols[0] == symbols[1] and len(symbols[0]) == 1, symbols
+    r = next(iter(symbols[0]))
+    assert {o.shape[0].node.expr for o in unbacked} == {32 * r, D_MODEL * r}
 
 
 def test_torch_compile_traces_the_layer():

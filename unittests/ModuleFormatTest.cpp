@@ -22,6 +22,8 @@ Module sample() {
   p.buffers.push_back({"input", "bf16", "input", {1, 0, 1}, 1024});
   p.buffers.push_back({"counts", "i32", "temp", {0, 8, 1}, 1});
   p.buffers.push_back({"output", "bf16", "output", {1, 0, 1}, 1024});
+  // An expert-side buffer: as many rows as the exchange receives.
+  p.buffers.push_back({"h", "bf16", "temp", {0, 0, 1, 1}, 4096});
   Command c;
   c.kind = "launch";
   c.target = "layer_gate_route";
@@ -58,13 +60,16 @@ TEST(ModuleFormat, RoundTrips) {
   ASSERT_EQ(back.programs.size(), 1u);
   const Program &p = back.programs[0];
   EXPECT_EQ(p.function, "layer");
-  ASSERT_EQ(p.buffers.size(), 3u);
+  ASSERT_EQ(p.buffers.size(), 4u);
   EXPECT_EQ(p.buffers[1].dtype, "i32");
   EXPECT_EQ(p.buffers[0].rows, (SizeExpr{1, 0, 1}));
+  EXPECT_EQ(p.buffers[3].rows, (SizeExpr{0, 0, 1, 1}));
+  EXPECT_TRUE(p.buffers[3].rows.dependsOnReceived());
+  EXPECT_EQ(p.buffers[3].rows.eval(1000, 37), 37);
   ASSERT_EQ(p.commands.size(), 2u);
   EXPECT_EQ(p.commands[0].attrs, m.programs[0].commands[0].attrs);
   EXPECT_EQ(p.commands[0].args.back().buffer, Operand::kTokens);
-  EXPECT_EQ(p.commands[0].grid.eval(1000), 4); // ceil(1000 / 256)
+  EXPECT_EQ(p.commands[0].grid.eval(1000, 0), 4); // ceil(1000 / 256)
   EXPECT_EQ(p.commands[0].release, std::vector<int64_t>{1});
   EXPECT_EQ(p.commands[1].kind, "call");
   // Serialising again gives the same bytes.
@@ -73,9 +78,11 @@ TEST(ModuleFormat, RoundTrips) {
 
 TEST(ModuleFormat, SizeExprEvaluates) {
   SizeExpr rows{2, 1, 1};
-  EXPECT_EQ(rows.eval(0), 1);
-  EXPECT_EQ(rows.eval(7), 15);
-  EXPECT_EQ((SizeExpr{3, 0, 2}).eval(3), 5);
+  EXPECT_EQ(rows.eval(0, 0), 1);
+  EXPECT_EQ(rows.eval(7, 0), 15);
+  EXPECT_EQ((SizeExpr{3, 0, 2}).eval(3, 0), 5);
+  // ceil((T + 256 R) / 256) for T = 10, R = 3.
+  EXPECT_EQ((SizeExpr{1, 0, 256, 256}).eval(10, 3), 4);
 }
 
 TEST(ModuleFormat, RefusesTruncatedFiles) {

@@ -387,6 +387,33 @@ TEST(Runtime, ExpertParallelForwardOnTwoRanks) {
       EXPECT_GT(backend.receivedLaunches, 0);
       const float *out = reinterpret_cast<const float *>(storage[0].data());
       outs[r].assign(out, out + t * D);
+
+      // The backward: (grad_output, the forward's inputs, its saved values).
+      // It learns R from the saved values, checks it against its own
+      // exchange, and sizes the expert side by it (grids checked as above).
+      const fmoe::format::Program &bp = m->program("backward");
+      std::vector<float> g(t * D, 1.0f);
+      std::vector<BufferRef> bin{f32(g)};
+      bin.insert(bin.end(), inputs.begin(), inputs.end());
+      for (size_t i = 1; i < outputs.size(); ++i) {
+        BufferRef saved = outputs[i];
+        saved.data = storage[i].data();
+        saved.numel = int64_t(storage[i].size() / dtypeSize(saved.dtype));
+        bin.push_back(saved);
+      }
+      std::vector<BufferRef> bout;
+      for (const auto &b : bp.buffers)
+        if (b.role == "output")
+          bout.push_back(BufferRef{nullptr, -1, parseDType(b.dtype)});
+      std::vector<std::vector<char>> grads(bout.size());
+      OutputAllocator allocateGrad = [&](size_t i, const BufferRef &ref) {
+        grads[i].resize(ref.numel * dtypeSize(ref.dtype));
+        return static_cast<void *>(grads[i].data());
+      };
+      GridCheckingBackend backward;
+      execute(*m, bp, backward, bin, bout, t, &comm, allocateGrad);
+      EXPECT_GT(backward.receivedLaunches, 0);
+      EXPECT_EQ(grads[0].size(), size_t(t * D) * sizeof(float)); // dx
     } catch (const std::exception &e) {
       errors[r] = e.what();
     }
@@ -396,7 +423,8 @@ TEST(Runtime, ExpertParallelForwardOnTwoRanks) {
   other.join();
   for (int64_t r = 0; r < kRanks; ++r) {
     ASSERT_EQ(errors[r], "") << "rank " << r;
-    EXPECT_EQ(group.calls[r], 3) << "rank " << r;
+    // Forward: counts and rows, then rows; backward the same.
+    EXPECT_EQ(group.calls[r], 6) << "rank " << r;
     std::vector<float> want = l.reference(xs[r], tokens[r]);
     for (int64_t i = 0; i < tokens[r] * D; ++i)
       ASSERT_NEAR(outs[r][i], want[i], 1e-4f) << "rank " << r << " i=" << i;

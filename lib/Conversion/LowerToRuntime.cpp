@@ -384,11 +384,12 @@ private:
     if (l.perToken)
       v = k.add(k.mul(tokens, k.c(l.perToken)), v);
     if (l.perReceived) {
-      // R as the IR sees it (the runtime evaluates the recorded Lin): the
-      // first exchange's last offset, or, in a backward, the rows of a saved
-      // value that has R rows.
+      // R in the IR is its bound, world_size x the exchange's input rows
+      // (set when the first forward exchange is lowered): the IR's sizes
+      // stay valid; the recorded Lin gives the runtime the exact R.
       if (!received)
-        received = k.c(0);
+        llvm::report_fatal_error("fmoe-lower-to-runtime: a size needs the "
+                                 "received rows before any exchange");
       v = k.add(k.mul(received, k.c(l.perReceived)), v);
     }
     return v;
@@ -522,7 +523,9 @@ private:
               ArrayRef<NamedAttribute> params = {}) {
     // The kernel bounds its items by T; work over received rows runs as
     // row kernels (launchRows), whose grid is exact.
-    assert(work.perReceived == 0 && "item kernels are sized by T only");
+    if (work.perReceived)
+      llvm::report_fatal_error("fmoe-lower-to-runtime: an item kernel over "
+                               "received rows (use a row kernel)");
     launchBlocks(
         src, suffix, args, work,
         [&](KB &k, Value bid, Value tid, ValueRange a, Value t) {
@@ -1053,6 +1056,10 @@ private:
     // matching forward exchange sent.
     Lin in = rowsOf(op.getInput());
     Lin rows{0, 0, 1};
+    if (!op.getReverse() && !received) {
+      KB k{b, op.getLoc()};
+      received = k.mul(lin(in), k.c(world));
+    }
     if (op.getReverse()) {
       auto forward = op.getOffsets().getDefiningOp<AllToAllOp>();
       if (forward && !forward.getReverse())
@@ -1071,15 +1078,6 @@ private:
           b.getNamedAttr("world_size", b.getI64IntegerAttr(world)),
           b.getNamedAttr("reverse", b.getBoolAttr(op.getReverse())),
           b.getNamedAttr("cols", b.getI64IntegerAttr(dim(op.getInput(), 1)))});
-    // From here on R is the last received offset. (The runtime allocates the
-    // exchange's own output once it knows R; the IR's allocation above is
-    // only a placeholder for it.)
-    if (!op.getReverse() && !received) {
-      KB k{b, op.getLoc()};
-      received = k.toIndex(
-          memref::LoadOp::create(b, op.getLoc(), outOffsets,
-                                 ValueRange{k.c(dim(op.getOffsets(), 0) - 1)}));
-    }
     return success();
   }
 

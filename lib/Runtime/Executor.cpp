@@ -92,15 +92,17 @@ void execute(const CompiledModule &module, const format::Program &program,
                     (sized ? describe(b, numel) : b.name));
       ref = given[next++];
       bool lazy = b.role == "output" && allocateOutput && !ref.data;
-      if (ref.dtype != parseDType(b.dtype) ||
-          (sized && !lazy && ref.numel != numel))
+      // A lazily allocated output may leave its size open (-1).
+      bool sizeOk = !sized || ref.numel == numel || (lazy && ref.numel < 0);
+      if (ref.dtype != parseDType(b.dtype) || !sizeOk)
         throw Error(where + ": " + b.role + " " + b.name + " should be " +
-                    describe(b, numel) + ", got " +
+                    (sized ? describe(b, numel) : b.name) + ", got " +
                     std::string(dtypeName(ref.dtype)) + " with " +
                     std::to_string(ref.numel) + " elements");
-      if (lazy && (numel != 0 || !sized)) {
-        lazyOutput[i] = int64_t(next) - 1;
-        ref.numel = numel;
+      if (lazy) {
+        ref.numel = numel; // -1 until R is known
+        if (numel != 0)
+          lazyOutput[i] = int64_t(next) - 1;
       } else if (!sized) {
         throw Error(where + ": output " + b.name +
                     " has as many rows as the exchange receives; pass it "
@@ -182,10 +184,6 @@ void execute(const CompiledModule &module, const format::Program &program,
     execution.allocateReceived = nullptr;
     if (deferred >= 0)
       execution.allocateReceived = [&, deferred](int64_t rows) -> void * {
-        if (received >= 0 && rows != received)
-          throw Error(where + ": the exchange received " +
-                      std::to_string(rows) + " rows, the saved values have " +
-                      std::to_string(received));
         received = rows;
         allocate(size_t(deferred));
         return bound[deferred].data;
@@ -199,6 +197,16 @@ void execute(const CompiledModule &module, const format::Program &program,
     if (deferred >= 0 && !allocated[deferred])
       throw Error(where + ": " + cmd.target + " did not allocate " +
                   buffers[deferred].name);
+    // A forward exchange tells R (the backward's must agree with the saved
+    // values).
+    if (exchange && execution.exchangedRows >= 0 && !boolAttr(cmd, "reverse")) {
+      if (received < 0)
+        received = execution.exchangedRows;
+      else if (received != execution.exchangedRows)
+        throw Error(where + ": the exchange received " +
+                    std::to_string(execution.exchangedRows) +
+                    " rows, the saved values have " + std::to_string(received));
+    }
     // An exchange tells the host how many rows arrived: later commands on
     // its output offsets can size their work by it (BufferRef::knownTotal).
     if (execution.exchangedRows >= 0 && cmd.args.size() == 4 &&

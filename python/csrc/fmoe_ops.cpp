@@ -354,6 +354,10 @@ std::vector<at::Tensor> run(int64_t handle, const std::string &kind,
           c10d::resolve_process_group(*group), device);
     execute(*m, program, backendFor(device), in, out, tokens, comm.get(),
             allocate);
+    // An output of zero elements (e.g. no rows arrived) is never allocated.
+    for (size_t i = 0; i < results.size(); ++i)
+      if (!results[i].defined())
+        results[i] = make(0, out[i].dtype);
   } catch (const Error &e) {
     TORCH_CHECK(false, e.what());
   }
@@ -367,12 +371,20 @@ std::vector<int64_t> outputSizes(int64_t handle, const std::string &kind,
   std::shared_ptr<CompiledModule> m = moduleOf(handle);
   std::vector<int64_t> sizes;
   try {
-    // -1: as many rows as an expert-parallel exchange receives (data
-    // dependent).
-    for (const fmoe::format::Buffer &b : m->program(kind).buffers)
-      if (b.role == "output")
-        sizes.push_back(b.rows.dependsOnReceived() ? -1
-                                                   : bufferNumel(b, tokens));
+    // A negative size: -(elements per received row) for an output with as
+    // many rows as an expert-parallel exchange receives (data dependent).
+    for (const fmoe::format::Buffer &b : m->program(kind).buffers) {
+      if (b.role != "output")
+        continue;
+      if (!b.rows.dependsOnReceived()) {
+        sizes.push_back(bufferNumel(b, tokens));
+        continue;
+      }
+      TORCH_CHECK(b.rows.perToken == 0 && b.rows.constant == 0 &&
+                      b.rows.divisor == 1,
+                  "fmoe: output ", b.name, " mixes T and received rows");
+      sizes.push_back(-b.rows.perReceived * b.cols);
+    }
   } catch (const Error &e) {
     TORCH_CHECK(false, e.what());
   }

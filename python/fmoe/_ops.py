@@ -56,11 +56,11 @@ def _register_fake() -> None:
         sizes = torch.ops.fmoe.output_sizes(handle, program, tokens)
         dtypes = _output_dtypes(handle, program)
         device = inputs[0].device
-        # -1: sized by the rows an expert-parallel exchange receives (data
-        # dependent): an unbacked size.
-        ctx = torch.library.get_ctx() if any(n < 0 for n in sizes) else None
+        # A negative size -c: c elements per row an expert-parallel exchange
+        # receives (data dependent): one unbacked row count shared by them.
+        received = torch.library.get_ctx().new_dynamic_size() if any(n < 0 for n in sizes) else None
         return [
-            torch.empty(n if n >= 0 else ctx.new_dynamic_size(), dtype=d, device=device)
+            torch.empty(n if n >= 0 else received * -n, dtype=d, device=device)
             for n, d in zip(sizes, dtypes)
         ]
 

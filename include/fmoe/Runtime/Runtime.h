@@ -156,8 +156,10 @@ using OutputAllocator = std::function<void *(size_t index, const BufferRef &)>;
 /// the backend at their first use and freed after their last. Outputs whose
 /// data is null are obtained from `allocateOutput` at their first use (or at
 /// the end, for one no command writes), so that they do not occupy memory
-/// while earlier commands run. Checks every argument's dtype and size and
-/// throws Error naming the expected and the actual.
+/// while earlier commands run; an output with as many rows as an exchange
+/// receives must be passed so (its size is -1 or the exact one). Checks
+/// every argument's dtype and size and throws Error naming the expected and
+/// the actual.
 void execute(const CompiledModule &module, const format::Program &program,
              Backend &backend, const std::vector<BufferRef> &inputs,
              const std::vector<BufferRef> &outputs, int64_t tokens,

@@ -30,7 +30,9 @@ struct SizeExpr {
   int64_t perReceived = 0;
   /// Whether the size needs R (known only once an exchange has run).
   bool dependsOnReceived() const { return perReceived != 0; }
-  int64_t eval(int64_t tokens, int64_t received = 0) const {
+  /// The size for T = tokens and R = received (pass 0 where the expression
+  /// does not depend on R).
+  int64_t eval(int64_t tokens, int64_t received) const {
     int64_t n = perToken * tokens + perReceived * received + constant;
     return (n + divisor - 1) / divisor;
   }
