@@ -252,5 +252,33 @@ def test_very_uneven_token_counts(tmp_path):
     spawn(2, "contiguous", tmp_path, counts=[1, 64])
 
 
+def _idle_worker(rank, world, port, cache, tokens):
+    os.environ["FMOE_CACHE_DIR"] = cache
+    with rank_process():
+        init_rank(rank, world, port)
+        torch.manual_seed(0)
+        ep = fmoe.FMoETransformerMLP(num_expert=LOCAL, d_model=D_MODEL, d_hidden=D_HIDDEN, top_k=2, world_size=world)
+        with torch.no_grad():  # every token to experts 0 and 1, both on rank 0
+            ep.gate.gate.weight.zero_()
+            ep.gate.gate.bias.copy_(torch.tensor([10.0, 9.0] + [-10.0] * (LOCAL * world - 2)))
+        compiled = fmoe.compile(ep)
+        x = torch.randn(tokens, D_MODEL, requires_grad=True)
+        y = compiled(x)
+        assert y.shape == (tokens, D_MODEL)
+        y.sum().backward()
+        if rank == 1:  # no rows reached rank 1's experts
+            for n in ("htoh4.weight", "htoh4.bias", "h4toh.weight", "h4toh.bias"):
+                grad = dict(ep.experts.named_parameters())[n].grad
+                assert grad is not None and grad.abs().max() == 0, n
+
+
+@pytest.mark.parametrize("tokens", [4, 0], ids=["skewed", "no-tokens"])
+def test_a_rank_whose_experts_receive_nothing(tokens, tmp_path):
+    """All tokens routed to rank 0's experts (rank 1 receives no rows), and
+    no tokens at all: forward and backward run, idle experts get zero
+    gradients."""
+    run_ranks(_idle_worker, 2, str(tmp_path), tokens)
+
+
 def test_a_dead_rank_gives_an_error_not_a_hang(tmp_path):
     run_ranks(_dying_worker, 2, str(tmp_path))
