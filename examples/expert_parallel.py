@@ -46,6 +46,7 @@ def main() -> None:
         if rank == 0 and step % 5 == 0:
             print(f"step {step}: loss {loss.item():.4f} ({2 * world} experts over {world} ranks)")
     ddp.remove_hooks()  # before the group goes away
+    dist.barrier()  # every rank done with its collectives before any leaves
     dist.destroy_process_group()
 
 
