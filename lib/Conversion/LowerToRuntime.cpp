@@ -981,39 +981,47 @@ private:
           });
   }
 
+  /// The row kernel body of out[t, :] = sum over the valid slots s of token
+  /// t of (scores[t, s] *) rows[slot_pos[t, s], :]: the combine (weighted)
+  /// and the gather's gradient (unweighted, `scores` null).
+  static void slotSum(KB &k, Value t, Value tid, Value rows, Value slotPos,
+                      Value scores, Value out, int64_t d, int64_t topK) {
+    SmallVector<Value> valid, src, score;
+    for (int64_t s = 0; s < topK; ++s) {
+      Value slot = k.add(k.mul(t, k.c(topK)), k.c(s));
+      Value pos = k.toIndex(k.ld(slotPos, slot));
+      valid.push_back(k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0)));
+      src.push_back(k.mul(k.sel(valid.back(), pos, k.c(0)), k.c(d)));
+      if (scores)
+        score.push_back(k.ld(scores, slot));
+    }
+    Value dst = k.mul(t, k.c(d));
+    k.columns(
+        tid, d,
+        [&](Value col) {
+          SmallVector<Value> v;
+          for (int64_t s = 0; s < topK; ++s)
+            v.push_back(k.ld(rows, k.add(src[s], col)));
+          return v;
+        },
+        [&](Value col, ValueRange v) {
+          Value acc = k.f(0.0);
+          for (int64_t s = 0; s < topK; ++s) {
+            Value term = scores ? k.mul(score[s], v[s]) : v[s];
+            acc = k.add(acc, k.sel(valid[s], term, k.f(0.0)));
+          }
+          k.st(acc, out, k.add(dst, col));
+        },
+        std::max<int64_t>(1, 8 / topK));
+  }
+
   /// out[t, :] = sum_k scores[t, k] * y[slot_pos[t, k], :].
   void combine(Operation *op, Value y, Value slotPos, Value scores, Value out,
                Lin tokensRows, int64_t d, int64_t topK) {
-    launchRows(
-        op, "combine", {y, slotPos, scores, out}, tokensRows,
-        [&](KB &k, Value t, Value tid, ValueRange a, Value) {
-          // The token's slots: where its rows are and their weights.
-          SmallVector<Value> valid, src, score;
-          for (int64_t s = 0; s < topK; ++s) {
-            Value slot = k.add(k.mul(t, k.c(topK)), k.c(s));
-            Value pos = k.toIndex(k.ld(a[1], slot));
-            valid.push_back(k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0)));
-            src.push_back(k.mul(k.sel(valid.back(), pos, k.c(0)), k.c(d)));
-            score.push_back(k.ld(a[2], slot));
-          }
-          Value dst = k.mul(t, k.c(d));
-          k.columns(
-              tid, d,
-              [&](Value col) {
-                SmallVector<Value> v;
-                for (int64_t s = 0; s < topK; ++s)
-                  v.push_back(k.ld(a[0], k.add(src[s], col)));
-                return v;
-              },
-              [&](Value col, ValueRange v) {
-                Value acc = k.f(0.0);
-                for (int64_t s = 0; s < topK; ++s)
-                  acc = k.add(acc,
-                              k.sel(valid[s], k.mul(score[s], v[s]), k.f(0.0)));
-                k.st(acc, a[3], k.add(dst, col));
-              },
-              std::max<int64_t>(1, 8 / topK));
-        });
+    launchRows(op, "combine", {y, slotPos, scores, out}, tokensRows,
+               [&](KB &k, Value t, Value tid, ValueRange a, Value) {
+                 slotSum(k, t, tid, a[0], a[1], a[2], a[3], d, topK);
+               });
   }
 
   LogicalResult lowerExpert(ExpertOp op) {
@@ -1329,33 +1337,11 @@ private:
       }
     if (!dx)
       dx = define(op.getGradInput(), tokensRows);
-    launchRows(
-        op, "gather_grad", {mem(op.getGradRows()), mem(op.getSlotPos()), dx},
-        tokensRows, [&](KB &k, Value t, Value tid, ValueRange a, Value) {
-          SmallVector<Value> valid, src;
-          for (int64_t s = 0; s < topK; ++s) {
-            Value pos =
-                k.toIndex(k.ld(a[1], k.add(k.mul(t, k.c(topK)), k.c(s))));
-            valid.push_back(k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0)));
-            src.push_back(k.mul(k.sel(valid.back(), pos, k.c(0)), k.c(d)));
-          }
-          Value dst = k.mul(t, k.c(d));
-          k.columns(
-              tid, d,
-              [&](Value col) {
-                SmallVector<Value> v;
-                for (int64_t s = 0; s < topK; ++s)
-                  v.push_back(k.ld(a[0], k.add(src[s], col)));
-                return v;
-              },
-              [&](Value col, ValueRange v) {
-                Value acc = k.f(0.0);
-                for (int64_t s = 0; s < topK; ++s)
-                  acc = k.add(acc, k.sel(valid[s], v[s], k.f(0.0)));
-                k.st(acc, a[2], k.add(dst, col));
-              },
-              std::max<int64_t>(1, 8 / topK));
-        });
+    launchRows(op, "gather_grad",
+               {mem(op.getGradRows()), mem(op.getSlotPos()), dx}, tokensRows,
+               [&](KB &k, Value t, Value tid, ValueRange a, Value) {
+                 slotSum(k, t, tid, a[0], a[1], Value(), a[2], d, topK);
+               });
     return success();
   }
 
