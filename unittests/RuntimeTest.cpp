@@ -318,6 +318,24 @@ private:
   std::unique_ptr<Backend> cpu = createCpuBackend();
 };
 
+/// The outputs of a program passed without data, sizes left open (-1),
+/// allocated in `storage` when the executor first needs them.
+struct LazyOutputs {
+  explicit LazyOutputs(const fmoe::format::Program &p) {
+    for (const auto &b : p.buffers)
+      if (b.role == "output")
+        refs.push_back(BufferRef{nullptr, -1, parseDType(b.dtype)});
+    storage.resize(refs.size());
+    allocate = [this](size_t i, const BufferRef &ref) {
+      storage[i].resize(ref.numel * dtypeSize(ref.dtype));
+      return static_cast<void *>(storage[i].data());
+    };
+  }
+  std::vector<BufferRef> refs;
+  std::vector<std::vector<char>> storage;
+  OutputAllocator allocate;
+};
+
 class ThreadCommunicator final : public Communicator {
 public:
   ThreadCommunicator(ThreadGroup &group, int64_t rank)
@@ -372,20 +390,12 @@ TEST(Runtime, ExpertParallelForwardOnTwoRanks) {
                                     f32(b1), f32(w2), f32(b2)};
       // Outputs are allocated when written: some (the saved expert-side
       // values) have as many rows as the exchange receives.
-      std::vector<BufferRef> outputs;
-      for (const auto &b : p.buffers)
-        if (b.role == "output")
-          outputs.push_back(BufferRef{nullptr, -1, parseDType(b.dtype)});
-      std::vector<std::vector<char>> storage(outputs.size());
-      OutputAllocator allocate = [&](size_t i, const BufferRef &ref) {
-        storage[i].resize(ref.numel * dtypeSize(ref.dtype));
-        return static_cast<void *>(storage[i].data());
-      };
+      LazyOutputs fwd(p);
       ThreadCommunicator comm(group, r);
       GridCheckingBackend backend;
-      execute(*m, p, backend, inputs, outputs, t, &comm, allocate);
+      execute(*m, p, backend, inputs, fwd.refs, t, &comm, fwd.allocate);
       EXPECT_GT(backend.receivedLaunches, 0);
-      const float *out = reinterpret_cast<const float *>(storage[0].data());
+      const float *out = reinterpret_cast<const float *>(fwd.storage[0].data());
       outs[r].assign(out, out + t * D);
 
       // The backward: (grad_output, the forward's inputs, its saved values).
@@ -395,25 +405,17 @@ TEST(Runtime, ExpertParallelForwardOnTwoRanks) {
       std::vector<float> g(t * D, 1.0f);
       std::vector<BufferRef> bin{f32(g)};
       bin.insert(bin.end(), inputs.begin(), inputs.end());
-      for (size_t i = 1; i < outputs.size(); ++i) {
-        BufferRef saved = outputs[i];
-        saved.data = storage[i].data();
-        saved.numel = int64_t(storage[i].size() / dtypeSize(saved.dtype));
+      for (size_t i = 1; i < fwd.refs.size(); ++i) {
+        BufferRef saved = fwd.refs[i];
+        saved.data = fwd.storage[i].data();
+        saved.numel = int64_t(fwd.storage[i].size() / dtypeSize(saved.dtype));
         bin.push_back(saved);
       }
-      std::vector<BufferRef> bout;
-      for (const auto &b : bp.buffers)
-        if (b.role == "output")
-          bout.push_back(BufferRef{nullptr, -1, parseDType(b.dtype)});
-      std::vector<std::vector<char>> grads(bout.size());
-      OutputAllocator allocateGrad = [&](size_t i, const BufferRef &ref) {
-        grads[i].resize(ref.numel * dtypeSize(ref.dtype));
-        return static_cast<void *>(grads[i].data());
-      };
+      LazyOutputs grads(bp);
       GridCheckingBackend backward;
-      execute(*m, bp, backward, bin, bout, t, &comm, allocateGrad);
+      execute(*m, bp, backward, bin, grads.refs, t, &comm, grads.allocate);
       EXPECT_GT(backward.receivedLaunches, 0);
-      EXPECT_EQ(grads[0].size(), size_t(t * D) * sizeof(float)); // dx
+      EXPECT_EQ(grads.storage[0].size(), size_t(t * D) * sizeof(float)); // dx
     } catch (const std::exception &e) {
       errors[r] = e.what();
     }
