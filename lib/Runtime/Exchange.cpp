@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <limits>
 #include <memory>
 
 namespace fmoe::runtime {
@@ -101,42 +100,11 @@ int64_t exchangeGroups(const format::Command &c,
         int64_t g = groupOf(l, p, reverse);
         sendCounts[p * local + l] = off[g + 1] - off[g];
       }
-    // Every peer gets all our counts (what we send to each rank) and the
-    // rows we can receive: so every rank knows every rank's load and
-    // capacity, and all fail together, with the reason, when one would
-    // overflow (rather than one failing while the others wait for rows).
-    int64_t message = world * local + 1;
-    int64_t capacity =
-        sizedByArrivals ? int64_t(std::numeric_limits<int32_t>::max())
-                        : out.numel * int64_t(dtypeSize(out.dtype)) / rowBytes;
-    std::vector<int32_t> mine(world * message), theirs(world * message);
-    for (int64_t q = 0; q < world; ++q) {
-      std::copy(sendCounts.begin(), sendCounts.end(),
-                mine.begin() + q * message);
-      mine[q * message + world * local] = int32_t(capacity);
-    }
-    std::vector<int64_t> messageBytes(world, message * 4);
-    Scratch sendC(memory, world * message * 4),
-        recvC(memory, world * message * 4);
-    memory.fromHost(sendC.data, mine.data(), world * message * 4);
-    comm->allToAll(sendC.data, messageBytes, recvC.data, messageBytes);
-    memory.toHost(theirs.data(), recvC.data, world * message * 4);
-    int64_t me = comm->rank();
-    for (int64_t p = 0; p < world; ++p)
-      for (int64_t l = 0; l < local; ++l)
-        recvCounts[p * local + l] = theirs[p * message + me * local + l];
-    for (int64_t q = 0; q < world; ++q) {
-      int64_t arriving = 0;
-      for (int64_t p = 0; p < world; ++p)
-        for (int64_t l = 0; l < local; ++l)
-          arriving += theirs[p * message + q * local + l];
-      int64_t room = theirs[q * message + world * local];
-      if (arriving > room)
-        throw Error("all_to_all: rank " + std::to_string(q) +
-                    " would receive " + std::to_string(arriving) +
-                    " rows but holds " + std::to_string(room) +
-                    " (the output buffer given for it)");
-    }
+    std::vector<int64_t> countBytes(world, local * 4);
+    Scratch sendC(memory, world * local * 4), recvC(memory, world * local * 4);
+    memory.fromHost(sendC.data, sendCounts.data(), world * local * 4);
+    comm->allToAll(sendC.data, countBytes, recvC.data, countBytes);
+    memory.toHost(recvCounts.data(), recvC.data, world * local * 4);
   }
 
   // 2. Rows: packed peer by peer, in the order of the L groups.
@@ -157,8 +125,7 @@ int64_t exchangeGroups(const format::Command &c,
     throw Error(
         "all_to_all: " + std::to_string(recvRows) +
         " rows arrive but the output holds " +
-        std::to_string(out.numel * int64_t(dtypeSize(out.dtype)) / rowBytes) +
-        " (world_size x this rank's tokens x top_k)");
+        std::to_string(out.numel * int64_t(dtypeSize(out.dtype)) / rowBytes));
   // Forward, the input's groups are already peer by peer (the dispatch
   // orders them so) and go out as they are; reverse, what arrives is
   // already in the output's order. One side is a permutation either way:
