@@ -21,6 +21,9 @@ count = 0
 for e, k, act, dt in test_gpu.GPU_CONFIGS:
     fmoe.compile(test_gpu.make_layer(e, k, act, test_gpu.DTYPES[dt], device="meta"))
     count += 1
+for e, k, act, dt, d, h in test_gpu.WIDE_CONFIGS:
+    fmoe.compile(test_gpu.make_layer(e, k, act, test_gpu.DTYPES[dt], device="meta", d_model=d, d_hidden=h))
+    count += 1
 # The graph-capture and skewed-routing tests use configurations of the list.
 for s in bench_moe.SHAPES.values():
     fmoe.compile(bench_moe.make_layer(s, device="meta"))

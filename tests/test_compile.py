@@ -87,6 +87,17 @@ def test_matches_brute_force(e, k, dtype):
         check_layer(layer, compiled, shape, dtype, "gelu")
 
 
+@pytest.mark.parametrize("gate_bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("e,k", [(32, 4), (64, 8)], ids=["E32k4", "E64k8"])
+def test_many_experts_gate_by_gemm(e, k, gate_bias):
+    # From 32 experts on, the gate's logits come from a GEMM and a separate
+    # kernel adds the bias and routes.
+    layer = make_layer(e, k, torch.float32, gate_bias=gate_bias)
+    compiled = fmoe.compile(layer)
+    for shape in [(7, D_MODEL), (1, 257, D_MODEL)]:
+        check_layer(layer, compiled, shape, torch.float32, "gelu")
+
+
 @pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu"])
 def test_activations(activation):
     layer = make_layer(4, 2, torch.float32, activation=activation)
@@ -104,10 +115,11 @@ def test_activations(activation):
     ],
     ids=["softmax_topk", "softmax_topk_renorm", "sigmoid", "sigmoid_renorm"],
 )
-def test_gate_kinds(gate, kw):
+@pytest.mark.parametrize("e", [8, 32])
+def test_gate_kinds(gate, kw, e):
     g = type("G", (gate,), {"__init__": lambda self, *a, **k: gate.__init__(self, *a, **{**k, **kw})})
     g.fmoe_gate_kind = gate.fmoe_gate_kind
-    layer = make_layer(8, 3, torch.float32, gate=g)
+    layer = make_layer(e, 3, torch.float32, gate=g)
     compiled = fmoe.compile(layer)
     check_layer(layer, compiled, (33, D_MODEL), torch.float32, "gelu")
 

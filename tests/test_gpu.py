@@ -26,13 +26,18 @@ GPU_CONFIGS = [
     for act in ["gelu"]
     for dt in DTYPES
 ] + [(8, 2, act, "bf16") for act in ["relu", "gelu_tanh", "silu", "swiglu", "geglu"]]
+# Rows long enough for the compiler's vector column bodies (8, 4 and 2
+# columns per access): (num_expert, top_k, activation, dtype, d_model, d_hidden).
+WIDE_CONFIGS = [(4, 2, "gelu", dt, 512, 2048) for dt in DTYPES] + [
+    (4, 2, "swiglu", "bf16", 1024, 1536)
+]
 
 
-def make_layer(e, k, activation, dtype, device="cpu", seed=0):
+def make_layer(e, k, activation, dtype, device="cpu", seed=0, d_model=D_MODEL, d_hidden=D_HIDDEN):
     torch.manual_seed(seed)
     with torch.device(device):
         layer = fmoe.FMoETransformerMLP(
-            num_expert=e, d_model=D_MODEL, d_hidden=D_HIDDEN, top_k=k, activation=activation
+            num_expert=e, d_model=d_model, d_hidden=d_hidden, top_k=k, activation=activation
         )
     if device != "meta":
         with torch.no_grad():
@@ -58,14 +63,12 @@ def run(layer, x, g):
     return y.detach(), grads
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("e,k,act,dt", GPU_CONFIGS, ids=[f"E{e}k{k}-{a}-{d}" for e, k, a, d in GPU_CONFIGS])
-def test_gpu_matches_brute_force_and_cpu_backend(e, k, act, dt):
-    dtype = DTYPES[dt]
-    cpu_layer = make_layer(e, k, act, dtype)
+def check_layer(cpu_layer, act, dtype, shapes):
+    """The compiled layer on the GPU against the fp64 brute force (and, in
+    fp32, against the CPU backend) for inputs of each shape."""
     gpu_layer = copy.deepcopy(cpu_layer).cuda()
     compiled_gpu = fmoe.compile(gpu_layer)
-    for shape in [(0, D_MODEL), (1, D_MODEL), (7, D_MODEL), (3, 257, D_MODEL)]:
+    for shape in shapes:
         torch.manual_seed(2)
         x = torch.randn(*shape, dtype=dtype)
         g = torch.randn(*shape, dtype=dtype)
@@ -100,6 +103,39 @@ def test_gpu_matches_brute_force_and_cpu_backend(e, k, act, dt):
             assert rel_err(y, yc) <= 1e-5
             for n, a, b in zip(names, grads, grads_c):
                 assert rel_err(a, b) <= 1e-5, n
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("e,k,act,dt", GPU_CONFIGS, ids=[f"E{e}k{k}-{a}-{d}" for e, k, a, d in GPU_CONFIGS])
+def test_gpu_matches_brute_force_and_cpu_backend(e, k, act, dt):
+    check_layer(
+        make_layer(e, k, act, DTYPES[dt]), act, DTYPES[dt],
+        [(0, D_MODEL), (1, D_MODEL), (7, D_MODEL), (3, 257, D_MODEL)],
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "e,k,act,dt,d,h", WIDE_CONFIGS, ids=[f"E{e}k{k}-{a}-{t}-{d}x{h}" for e, k, a, t, d, h in WIDE_CONFIGS]
+)
+def test_vector_column_bodies(e, k, act, dt, d, h):
+    layer = make_layer(e, k, act, DTYPES[dt], d_model=d, d_hidden=h)
+    check_layer(layer, act, DTYPES[dt], [(5, d), (300, d)])
+
+
+@pytest.mark.gpu
+def test_misaligned_input_view():
+    # A view that starts 2 bytes into its storage: the kernels need 16-byte
+    # aligned buffers, so the op copies it; the result must not change.
+    e, k, act, dt, d, h = WIDE_CONFIGS[1]
+    layer = make_layer(e, k, act, DTYPES[dt], d_model=d, d_hidden=h).cuda()
+    compiled = fmoe.compile(layer)
+    x = torch.randn(64, d, dtype=DTYPES[dt], device="cuda")
+    storage = torch.empty(64 * d + 1, dtype=x.dtype, device="cuda")
+    view = storage[1:].view(64, d)
+    view.copy_(x)
+    assert view.data_ptr() % 16 != 0
+    torch.testing.assert_close(compiled(view), compiled(x), rtol=0, atol=0)
 
 
 @pytest.mark.gpu

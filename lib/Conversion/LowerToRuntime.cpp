@@ -13,8 +13,11 @@
 //===----------------------------------------------------------------------===//
 
 #include "fmoe/Transforms/Passes.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/SymbolTable.h"
+#include <numeric>
 #include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/SaveAndRestore.h"
 
 namespace mlir::fmoe {
 #define GEN_PASS_DEF_FMOELOWERTORUNTIME
@@ -59,9 +62,16 @@ int64_t dim(Value v, unsigned i) {
 
 /// Small helpers to write kernel bodies: index and f32 arithmetic, loads that
 /// widen to f32 and stores that narrow to the buffer's element type.
+///
+/// Inside KB::columns the body may work on `width` consecutive columns at
+/// once: float loads and stores then move vector<width x T> (one 16-byte
+/// access for bf16/fp16 at width 8, where the index is provably aligned),
+/// and the arithmetic helpers broadcast scalar operands to vectors.
 struct KB {
   OpBuilder &b;
   Location loc;
+  /// Columns per access inside KB::columns (1: scalar code).
+  int64_t width = 1;
 
   Value c(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
   Value f(double v) {
@@ -70,35 +80,57 @@ struct KB {
   Value i32(int64_t v) {
     return arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(v));
   }
+  /// `x` broadcast to `like`'s vector shape when `like` is a vector and `x`
+  /// is not.
+  Value splat(Value x, Value like) {
+    auto vec = dyn_cast<VectorType>(like.getType());
+    if (!vec || isa<VectorType>(x.getType()))
+      return x;
+    return vector::BroadcastOp::create(
+        b, loc, VectorType::get(vec.getShape(), x.getType()), x);
+  }
+  /// Both operands with the same (vector or scalar) shape.
+  std::pair<Value, Value> same(Value x, Value y) {
+    return {splat(x, y), splat(y, x)};
+  }
+  static bool isFloat(Value v) {
+    return isa<FloatType>(getElementTypeOrSelf(v.getType()));
+  }
   Value add(Value x, Value y) {
-    return isa<FloatType>(x.getType())
-               ? Value(arith::AddFOp::create(b, loc, x, y))
-               : Value(arith::AddIOp::create(b, loc, x, y));
+    std::tie(x, y) = same(x, y);
+    return isFloat(x) ? Value(arith::AddFOp::create(b, loc, x, y))
+                      : Value(arith::AddIOp::create(b, loc, x, y));
   }
   Value sub(Value x, Value y) {
-    return isa<FloatType>(x.getType())
-               ? Value(arith::SubFOp::create(b, loc, x, y))
-               : Value(arith::SubIOp::create(b, loc, x, y));
+    std::tie(x, y) = same(x, y);
+    return isFloat(x) ? Value(arith::SubFOp::create(b, loc, x, y))
+                      : Value(arith::SubIOp::create(b, loc, x, y));
   }
   Value mul(Value x, Value y) {
-    return isa<FloatType>(x.getType())
-               ? Value(arith::MulFOp::create(b, loc, x, y))
-               : Value(arith::MulIOp::create(b, loc, x, y));
+    std::tie(x, y) = same(x, y);
+    return isFloat(x) ? Value(arith::MulFOp::create(b, loc, x, y))
+                      : Value(arith::MulIOp::create(b, loc, x, y));
   }
   Value div(Value x, Value y) {
-    return isa<FloatType>(x.getType())
-               ? Value(arith::DivFOp::create(b, loc, x, y))
-               : Value(arith::DivUIOp::create(b, loc, x, y));
+    std::tie(x, y) = same(x, y);
+    return isFloat(x) ? Value(arith::DivFOp::create(b, loc, x, y))
+                      : Value(arith::DivUIOp::create(b, loc, x, y));
+  }
+  Value max(Value x, Value y) {
+    std::tie(x, y) = same(x, y);
+    return arith::MaximumFOp::create(b, loc, x, y);
   }
   Value rem(Value x, Value y) { return arith::RemUIOp::create(b, loc, x, y); }
   Value exp(Value x) { return math::ExpOp::create(b, loc, x); }
   Value sel(Value c, Value x, Value y) {
+    std::tie(x, y) = same(x, y);
     return arith::SelectOp::create(b, loc, c, x, y);
   }
   Value cmpi(arith::CmpIPredicate p, Value x, Value y) {
     return arith::CmpIOp::create(b, loc, p, x, y);
   }
   Value cmpf(arith::CmpFPredicate p, Value x, Value y) {
+    std::tie(x, y) = same(x, y);
     return arith::CmpFOp::create(b, loc, p, x, y);
   }
   Value andi(Value x, Value y) { return arith::AndIOp::create(b, loc, x, y); }
@@ -109,18 +141,82 @@ struct KB {
   Value toI32(Value x) {
     return arith::IndexCastOp::create(b, loc, b.getI32Type(), x);
   }
-  /// Loads element `idx`; floats come back as f32.
+
+  /// A number that provably divides the index `v` (built from constants,
+  /// the thread id, loop counters, +, * and selects); 0 stands for "any",
+  /// the divisor of the constant 0.
+  static int64_t multipleOf(Value v) {
+    if (auto arg = dyn_cast<BlockArgument>(v)) {
+      auto loop = dyn_cast_if_present<scf::ForOp>(arg.getOwner()->getParentOp());
+      if (loop && arg == loop.getInductionVar())
+        return std::gcd(multipleOf(loop.getLowerBound()),
+                        multipleOf(loop.getStep()));
+      return 1;
+    }
+    Operation *op = v.getDefiningOp();
+    if (auto cst = dyn_cast<arith::ConstantIndexOp>(op))
+      return std::abs(cst.value());
+    if (isa<arith::AddIOp>(op))
+      return std::gcd(multipleOf(op->getOperand(0)),
+                      multipleOf(op->getOperand(1)));
+    if (isa<arith::MulIOp>(op))
+      return multipleOf(op->getOperand(0)) * multipleOf(op->getOperand(1));
+    if (isa<arith::SelectOp>(op))
+      return std::gcd(multipleOf(op->getOperand(1)),
+                      multipleOf(op->getOperand(2)));
+    return 1;
+  }
+  /// The byte alignment of element `idx` of `mem` (buffers start 16-byte
+  /// aligned: the runtime checks it).
+  static int64_t alignmentOf(Value mem, Value idx) {
+    int64_t bytes =
+        cast<MemRefType>(mem.getType()).getElementTypeBitWidth() / 8;
+    int64_t m = multipleOf(idx);
+    for (int64_t a = 16; a > bytes; a /= 2)
+      if (m == 0 || (m * bytes) % a == 0)
+        return a;
+    return bytes;
+  }
+
+  /// Loads element `idx` (in a vector body, elements [idx, idx + width),
+  /// as one access of the alignment the index allows); floats come back as
+  /// f32.
   Value ld(Value mem, Value idx) {
-    Value v = memref::LoadOp::create(b, loc, mem, ValueRange{idx});
-    if (isa<FloatType>(v.getType()) && !v.getType().isF32())
-      v = arith::ExtFOp::create(b, loc, b.getF32Type(), v);
+    Type elt = cast<MemRefType>(mem.getType()).getElementType();
+    Value v;
+    if (width > 1) {
+      if (!isa<FloatType>(elt))
+        llvm::report_fatal_error("fmoe-lower-to-runtime: an integer load in a "
+                                 "vector column body");
+      v = vector::LoadOp::create(b, loc, VectorType::get({width}, elt), mem,
+                                 ValueRange{idx}, /*nontemporal=*/false,
+                                 llvm::MaybeAlign(alignmentOf(mem, idx)));
+    } else {
+      v = memref::LoadOp::create(b, loc, mem, ValueRange{idx});
+    }
+    if (isa<FloatType>(elt) && !elt.isF32())
+      v = arith::ExtFOp::create(b, loc, withElement(v, b.getF32Type()), v);
     return v;
   }
   void st(Value v, Value mem, Value idx) {
     Type elt = cast<MemRefType>(mem.getType()).getElementType();
-    if (v.getType() != elt)
-      v = arith::TruncFOp::create(b, loc, elt, v);
-    memref::StoreOp::create(b, loc, v, mem, ValueRange{idx});
+    if (width > 1 && !isa<VectorType>(v.getType()))
+      v = vector::BroadcastOp::create(
+          b, loc, VectorType::get({width}, v.getType()), v);
+    if (getElementTypeOrSelf(v.getType()) != elt)
+      v = arith::TruncFOp::create(b, loc, withElement(v, elt), v);
+    if (width > 1)
+      vector::StoreOp::create(b, loc, v, mem, ValueRange{idx},
+                              /*nontemporal=*/false,
+                              llvm::MaybeAlign(alignmentOf(mem, idx)));
+    else
+      memref::StoreOp::create(b, loc, v, mem, ValueRange{idx});
+  }
+  /// `v`'s type (scalar or vector) with element type `elt`.
+  static Type withElement(Value v, Type elt) {
+    if (auto vec = dyn_cast<VectorType>(v.getType()))
+      return VectorType::get(vec.getShape(), elt);
+    return elt;
   }
   Value atomicAdd(Value v, Value mem, Value idx) {
     return memref::AtomicRMWOp::create(b, loc, arith::AtomicRMWKind::addi, v,
@@ -130,14 +226,17 @@ struct KB {
   ValueRange loop(Value lb, Value ub, ValueRange init,
                   function_ref<SmallVector<Value>(Value, ValueRange)> body,
                   int64_t step = 1) {
-    auto forOp = scf::ForOp::create(
-        b, loc, lb, ub, c(step), init,
-        [&](OpBuilder &nb, Location, Value iv, ValueRange args) {
-          OpBuilder::InsertionGuard g(b);
-          b.setInsertionPoint(nb.getInsertionBlock(), nb.getInsertionPoint());
-          SmallVector<Value> next = body(iv, args);
-          scf::YieldOp::create(b, loc, next);
-        });
+    // The body is built once the loop exists, so that multipleOf can see
+    // the induction variable's loop.
+    auto forOp = scf::ForOp::create(b, loc, lb, ub, c(step), init);
+    Block *bodyBlock = forOp.getBody();
+    if (!bodyBlock->empty())
+      bodyBlock->getTerminator()->erase();
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToEnd(bodyBlock);
+    SmallVector<Value> next =
+        body(forOp.getInductionVar(), forOp.getRegionIterArgs());
+    scf::YieldOp::create(b, loc, next);
     return forOp.getResults();
   }
   /// The sum of `v` over the 32 lanes of a warp, in every lane.
@@ -151,17 +250,16 @@ struct KB {
   using ColumnLoad = function_ref<SmallVector<Value>(Value col)>;
   using ColumnStore = function_ref<void(Value col, ValueRange loaded)>;
   /// The columns [0, n) that thread `tid` of a kBlock-thread block covers in
-  /// a row kernel: tid, tid + kBlock, ... (coalesced across the block).
-  /// `load(col)` reads what a column needs, `store(col, loaded)` computes
-  /// and writes it. Up to `maxUnroll` columns are handled at once, all
-  /// their loads issued before any store: as far as LLVM knows the buffers
-  /// may alias, so it would not move a load above an earlier store itself,
-  /// and each thread would wait for one load at a time.
+  /// a row kernel, coalesced across the block: `load(col)` reads what a
+  /// column needs, `store(col, loaded)` computes and writes it. Where n
+  /// allows, the callbacks run as vector bodies (`width` columns from
+  /// `col`, 16-byte accesses for 2-byte types), up to `maxUnroll` vectors
+  /// at once with all their loads issued before any store: as far as LLVM
+  /// knows the buffers may alias, so it would not move a load above an
+  /// earlier store itself, and each thread would wait for one load at a
+  /// time.
   void columns(Value tid, int64_t n, ColumnLoad load, ColumnStore store,
                int64_t maxUnroll = 8) {
-    int64_t unroll = maxUnroll;
-    while (unroll > 1 && n % (kBlock * unroll) != 0)
-      unroll /= 2;
     if (n % kBlock != 0) {
       loop(
           tid, c(n), ValueRange{},
@@ -172,20 +270,28 @@ struct KB {
           kBlock);
       return;
     }
+    int64_t vec = 8;
+    while (vec > 1 && n % (kBlock * vec) != 0)
+      vec /= 2;
+    int64_t unroll = std::min(maxUnroll, std::max<int64_t>(1, 16 / vec));
+    while (unroll > 1 && n % (kBlock * vec * unroll) != 0)
+      unroll /= 2;
+    Value first = mul(tid, c(vec));
     loop(
         c(0), c(n), ValueRange{},
         [&](Value j0, ValueRange) {
+          llvm::SaveAndRestore<int64_t> vectorBody(width, vec);
           SmallVector<Value> cols;
           SmallVector<SmallVector<Value>> loaded;
           for (int64_t u = 0; u < unroll; ++u) {
-            cols.push_back(add(j0, add(c(u * kBlock), tid)));
+            cols.push_back(add(j0, add(c(u * kBlock * vec), first)));
             loaded.push_back(load(cols.back()));
           }
           for (int64_t u = 0; u < unroll; ++u)
             store(cols[u], loaded[u]);
           return SmallVector<Value>{};
         },
-        kBlock * unroll);
+        kBlock * vec * unroll);
   }
   void when(Value cond, function_ref<void()> body) {
     auto ifOp = scf::IfOp::create(b, loc, cond, /*withElseRegion=*/false);
@@ -201,7 +307,7 @@ struct KB {
   Value act(Activation a, Value x) {
     switch (a) {
     case Activation::relu:
-      return arith::MaximumFOp::create(b, loc, x, f(0.0));
+      return max(x, f(0.0));
     case Activation::gelu:
     case Activation::geglu: {
       Value e = math::ErfOp::create(b, loc, mul(x, f(M_SQRT1_2)));
@@ -732,6 +838,29 @@ private:
     return success();
   }
 
+  /// Whether the gate's logits are better computed by a (one-group)
+  /// grouped GEMM on tensor cores than by the gate kernel on CUDA cores:
+  /// for many experts, where the kernel's weight loads per token add up.
+  /// The GEMM writes the logits in the input's type and needs 16-byte rows.
+  static bool gateByGemm(Value input, Value logits, int64_t e, int64_t d) {
+    Type elt = elementOf(input);
+    int64_t bytes = elt.getIntOrFloatBitWidth() / 8;
+    return e >= 32 && elementOf(logits) == elt && (e * bytes) % 16 == 0 &&
+           (d * bytes) % 16 == 0;
+  }
+
+  /// Group offsets {0, T}: one group holding every row, for the gate's
+  /// GEMMs.
+  Value allRows(Operation *op) {
+    Value all = temp(op->getLoc(), b.getI32Type(), {0, 2}, 1);
+    launch(op, "all_rows", {all}, {0, 1},
+           [&](KB &k, Value, ValueRange a, Value t) {
+             k.st(k.i32(0), a[0], k.c(0));
+             k.st(k.toI32(t), a[0], k.c(1));
+           });
+    return all;
+  }
+
   LogicalResult lowerGateRoute(GateRouteOp op) {
     int64_t e = dim(op.getLogits(), 1), d = dim(op.getInput(), 1);
     int64_t topK = op.getTopK();
@@ -741,13 +870,40 @@ private:
     Value scores = define(op.getScores(), rows);
     Value counts = define(op.getCounts(), {0, e});
     memset(op, counts, 0);
-    SmallVector<Value> args{mem(op.getInput()), mem(op.getWeight())};
     bool bias = static_cast<bool>(op.getBias());
+    GateKind kind = op.getGate();
+    bool renorm = op.getRenormalize();
+    if (gateByGemm(op.getInput(), op.getLogits(), e, d)) {
+      // logits = x Wᵀ as a one-group GEMM, then a thread per token adds the
+      // bias (rounding the logits once more) and routes.
+      call(op, "grouped_gemm",
+           {mem(op.getInput()), mem(op.getWeight()), logits, allRows(op)},
+           {b.getNamedAttr("layout", b.getStringAttr("nt")),
+            b.getNamedAttr("n", b.getI64IntegerAttr(e)),
+            b.getNamedAttr("k", b.getI64IntegerAttr(d)),
+            b.getNamedAttr("lda", b.getI64IntegerAttr(d)),
+            b.getNamedAttr("ldc", b.getI64IntegerAttr(e)),
+            b.getNamedAttr("c_col", b.getI64IntegerAttr(0)),
+            b.getNamedAttr("local_experts", b.getI64IntegerAttr(1))});
+      SmallVector<Value> args{logits, indices, scores, counts};
+      if (bias)
+        args.push_back(mem(op.getBias()));
+      launch(op, "bias_route", args, rows,
+             [&](KB &k, Value t, ValueRange a, Value) {
+               if (bias)
+                 k.loop(k.c(0), k.c(e), ValueRange{}, [&](Value j, ValueRange) {
+                   Value at = k.add(k.mul(t, k.c(e)), j);
+                   k.st(k.add(k.ld(a[0], at), k.ld(a[4], j)), a[0], at);
+                   return SmallVector<Value>{};
+                 });
+               routeBody(k, t, a[0], a[1], a[2], a[3], e, topK, kind, renorm);
+             });
+      return success();
+    }
+    SmallVector<Value> args{mem(op.getInput()), mem(op.getWeight())};
     if (bias)
       args.push_back(mem(op.getBias()));
     args.append({logits, indices, scores, counts});
-    GateKind kind = op.getGate();
-    bool renorm = op.getRenormalize();
     // One warp per gateTokensPerWarp(e) tokens; the launch keeps a warp per
     // token (sizes are linear in T) and the surplus warps exit at once.
     launch(op, "gate_route", args, rows * 32,
@@ -1012,7 +1168,7 @@ private:
           }
           k.st(acc, out, k.add(dst, col));
         },
-        std::max<int64_t>(1, 8 / topK));
+        std::max<int64_t>(1, 2 / topK));
   }
 
   /// out[t, :] = sum_k scores[t, k] * y[slot_pos[t, k], :].
@@ -1122,20 +1278,32 @@ private:
     launch(op, "combine_grad_scores",
            {mem(op.getGradOutput()), mem(op.getY()), mem(op.getSlotPos()), ds},
            tokensRows * (topK * 32), [&](KB &k, Value i, ValueRange a, Value) {
-             // One warp per (token, slot): lanes stride over d_model.
+             // One warp per (token, slot): lanes stride over d_model, `vec`
+             // columns per access.
+             int64_t vec = 8;
+             while (vec > 1 && d % vec != 0)
+               vec /= 2;
              Value slot = k.div(i, k.c(32)), lane = k.rem(i, k.c(32));
              Value t = k.div(slot, k.c(topK));
              Value pos = k.toIndex(k.ld(a[2], slot));
              Value valid = k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0));
              Value safe = k.sel(valid, pos, k.c(0));
+             Value zero = k.f(0.0);
+             if (vec > 1)
+               zero = vector::BroadcastOp::create(
+                   k.b, k.loc, VectorType::get({vec}, k.b.getF32Type()), zero);
              Value part = k.loop(
-                 lane, k.c(d), k.f(0.0),
+                 k.mul(lane, k.c(vec)), k.c(d), zero,
                  [&](Value j, ValueRange acc) {
+                   llvm::SaveAndRestore<int64_t> vectorBody(k.width, vec);
                    Value g = k.ld(a[0], k.add(k.mul(t, k.c(d)), j));
                    Value y = k.ld(a[1], k.add(k.mul(safe, k.c(d)), j));
                    return SmallVector<Value>{k.add(acc[0], k.mul(g, y))};
                  },
-                 /*step=*/32)[0];
+                 /*step=*/32 * vec)[0];
+             if (vec > 1)
+               part = vector::ReductionOp::create(
+                   k.b, k.loc, vector::CombiningKind::ADD, part);
              Value dot = k.warpSum(part);
              k.when(k.cmpi(arith::CmpIPredicate::eq, lane, k.c(0)),
                     [&] { k.st(k.sel(valid, dot, k.f(0.0)), a[3], slot); });
@@ -1469,13 +1637,7 @@ private:
       dlc = temp(loc, elt, rows, e);
       convert(dl, dlc, rows * e);
     }
-    // Group offsets {0, T}: one group of every row.
-    Value all = temp(loc, b.getI32Type(), {0, 2}, 1);
-    launch(op, "all_rows", {all}, {0, 1},
-           [&](KB &k, Value, ValueRange a, Value t) {
-             k.st(k.i32(0), a[0], k.c(0));
-             k.st(k.toI32(t), a[0], k.c(1));
-           });
+    Value all = allRows(op);
     auto attr = [&](StringRef name, int64_t v) {
       return b.getNamedAttr(name, b.getI64IntegerAttr(v));
     };

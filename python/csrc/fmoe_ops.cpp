@@ -317,7 +317,12 @@ std::vector<at::Tensor> run(int64_t handle, const std::string &kind,
   for (const at::Tensor &t : inputs) {
     TORCH_CHECK(t.device() == device, "fmoe.run: inputs on ", device, " and ",
                 t.device(), "; all inputs of a layer must be on one device");
-    contiguous.push_back(t.contiguous());
+    // Compiled kernels need buffers that start 16-byte aligned: a view
+    // into the middle of a tensor may not, and is copied.
+    at::Tensor c = t.contiguous();
+    if (reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 != 0)
+      c = c.clone();
+    contiguous.push_back(c);
     in.push_back(ref(contiguous.back()));
   }
   try {

@@ -177,7 +177,8 @@ def FMoELowerToRuntime : Pass<"fmoe-lower-to-runtime", "ModuleOp"> {
   }];
   let dependentDialects = ["::mlir::func::FuncDialect", "::mlir::gpu::GPUDialect",
                            "::mlir::memref::MemRefDialect", "::mlir::arith::ArithDialect",
-                           "::mlir::scf::SCFDialect", "::mlir::math::MathDialect"];
+                           "::mlir::scf::SCFDialect", "::mlir::math::MathDialect",
+                           "::mlir::vector::VectorDialect"];
   let options = [
     Option<"chip", "chip", "std::string", /*default=*/"\"sm_90\"", "target GPU">
   ];

@@ -493,6 +493,13 @@ void CudaBackend::launch(const format::Module &module,
       continue;
     }
     uint64_t ptr = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(a.data));
+    // The compiler vectorises on the promise that every buffer starts
+    // 16-byte aligned (docs/module-format.md).
+    if (ptr % 16 != 0 && a.numel > 0)
+      throw Error("launch of " + cmd.target + ": operand " +
+                  std::to_string(&a - args.data()) +
+                  " is not 16-byte aligned; fmoe's kernels need every "
+                  "buffer to start on a 16-byte boundary");
     values.push_back(ptr);
     values.push_back(ptr);
     values.push_back(0);

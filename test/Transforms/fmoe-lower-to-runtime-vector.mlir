@@ -1,0 +1,52 @@
+// RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s
+// RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s --check-prefix=GATE
+
+// Row kernels over rows whose length is a multiple of 256 x 8 (d_hidden
+// 2048) move 8 bf16 columns per access, 16-byte aligned; rows of 512
+// (d_model) move 2 columns per thread (256 threads x 2). The scalar
+// operands (a bias, a score) are broadcast.
+func.func @wide(%x: tensor<?x512xbf16>, %wg: tensor<4x512xbf16>, %bg: tensor<4xbf16>,
+                %w1: tensor<4x2048x512xbf16>, %b1: tensor<4x2048xbf16>,
+                %w2: tensor<4x512x2048xbf16>, %b2: tensor<4x512xbf16>) -> tensor<?x512xbf16> {
+  %y = fmoe.moe %x gate %wg bias %bg fc1 %w1 bias %b1 fc2 %w2 bias %b2
+      {activation = #fmoe<activation gelu>, num_experts = 4 : i64, top_k = 2 : i64}
+      : (tensor<?x512xbf16>, tensor<4x512xbf16>, tensor<4xbf16>, tensor<4x2048x512xbf16>,
+         tensor<4x2048xbf16>, tensor<4x512x2048xbf16>, tensor<4x512xbf16>) -> tensor<?x512xbf16>
+  return %y : tensor<?x512xbf16>
+}
+
+// CHECK-LABEL: gpu.func @wide_bias_act(
+// CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
+// CHECK: arith.extf %{{.*}} : vector<8xbf16> to vector<8xf32>
+// CHECK: math.erf %{{.*}} : vector<8xf32>
+// CHECK: vector.store %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
+// CHECK: gpu.return
+// CHECK-LABEL: gpu.func @wide_combine(
+// CHECK: vector.load %{{.*}} {alignment = 4 : i64} : memref<?xbf16>, vector<2xbf16>
+// CHECK: vector.broadcast %{{.*}} : f32 to vector<2xf32>
+// CHECK: vector.store %{{.*}} {alignment = 4 : i64} : memref<?xbf16>, vector<2xbf16>
+// CHECK-LABEL: gpu.func @wide_backward_act_grad(
+// CHECK-COUNT-2: vector.load %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
+// CHECK: vector.store %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
+
+// From 32 experts on, the gate's logits are a one-group GEMM (offsets from
+// all_rows) and bias_route adds the bias and routes; with fewer, one
+// gate_route kernel on CUDA cores.
+func.func @many(%x: tensor<?x16xf32>, %wg: tensor<32x16xf32>, %bg: tensor<32xf32>,
+                %w1: tensor<32x32x16xf32>, %b1: tensor<32x32xf32>,
+                %w2: tensor<32x16x32xf32>, %b2: tensor<32x16xf32>) -> tensor<?x16xf32> {
+  %y = fmoe.moe %x gate %wg bias %bg fc1 %w1 bias %b1 fc2 %w2 bias %b2
+      {activation = #fmoe<activation gelu>, num_experts = 32 : i64, top_k = 4 : i64}
+      : (tensor<?x16xf32>, tensor<32x16xf32>, tensor<32xf32>, tensor<32x32x16xf32>,
+         tensor<32x32xf32>, tensor<32x16x32xf32>, tensor<32x16xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
+// GATE-LABEL: func.func @wide(
+// GATE: gpu.launch_func @fmoe_kernels::@wide_gate_route
+// GATE-LABEL: func.func @many(
+// GATE-NOT: @many_gate_route
+// GATE: gpu.launch_func @fmoe_kernels::@many_all_rows
+// GATE: call @fmoe_rt_grouped_gemm_f32(
+// GATE-SAME: fmoe.op = "fmoe.gate_route", k = 16 : i64, layout = "nt", lda = 16 : i64, ldc = 32 : i64, local_experts = 1 : i64, n = 32 : i64
+// GATE: gpu.launch_func @fmoe_kernels::@many_bias_route
+// GATE-SAME: fmoe.kernel = "bias_route"
