@@ -15,9 +15,9 @@
 #include "fmoe/Transforms/Passes.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/SymbolTable.h"
-#include <numeric>
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/SaveAndRestore.h"
+#include <numeric>
 
 namespace mlir::fmoe {
 #define GEN_PASS_DEF_FMOELOWERTORUNTIME
@@ -147,7 +147,8 @@ struct KB {
   /// the divisor of the constant 0.
   static int64_t multipleOf(Value v) {
     if (auto arg = dyn_cast<BlockArgument>(v)) {
-      auto loop = dyn_cast_if_present<scf::ForOp>(arg.getOwner()->getParentOp());
+      auto loop =
+          dyn_cast_if_present<scf::ForOp>(arg.getOwner()->getParentOp());
       if (loop && arg == loop.getInductionVar())
         return std::gcd(multipleOf(loop.getLowerBound()),
                         multipleOf(loop.getStep()));
@@ -201,8 +202,8 @@ struct KB {
   void st(Value v, Value mem, Value idx) {
     Type elt = cast<MemRefType>(mem.getType()).getElementType();
     if (width > 1 && !isa<VectorType>(v.getType()))
-      v = vector::BroadcastOp::create(
-          b, loc, VectorType::get({width}, v.getType()), v);
+      v = vector::BroadcastOp::create(b, loc,
+                                      VectorType::get({width}, v.getType()), v);
     if (getElementTypeOrSelf(v.getType()) != elt)
       v = arith::TruncFOp::create(b, loc, withElement(v, elt), v);
     if (width > 1)

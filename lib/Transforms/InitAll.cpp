@@ -29,12 +29,11 @@
 #include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
 
 void mlir::fmoe::registerAllDialects(DialectRegistry &registry) {
-  registry
-      .insert<FMoEDialect, func::FuncDialect, arith::ArithDialect,
-              math::MathDialect, memref::MemRefDialect, scf::SCFDialect,
-              cf::ControlFlowDialect, gpu::GPUDialect, LLVM::LLVMDialect,
-              NVVM::NVVMDialect, shard::ShardDialect, tensor::TensorDialect,
-              vector::VectorDialect>();
+  registry.insert<FMoEDialect, func::FuncDialect, arith::ArithDialect,
+                  math::MathDialect, memref::MemRefDialect, scf::SCFDialect,
+                  cf::ControlFlowDialect, gpu::GPUDialect, LLVM::LLVMDialect,
+                  NVVM::NVVMDialect, shard::ShardDialect, tensor::TensorDialect,
+                  vector::VectorDialect>();
   // Without the arith and memref interfaces, convert-gpu-to-nvvm leaves
   // casts behind.
   arith::registerConvertArithToLLVMInterface(registry);
