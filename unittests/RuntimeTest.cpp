@@ -306,8 +306,10 @@ public:
     if (cmd.kind == "launch" && cmd.grid.dependsOnReceived()) {
       ++receivedLaunches;
       EXPECT_GE(execution.received, 0) << cmd.target;
-      // Row kernels: one block per received row.
-      EXPECT_EQ(cmd.grid.eval(tokens, execution.received), execution.received)
+      // Row kernels: a block per rows_per_block received rows.
+      int64_t per = intAttrOr(cmd, "rows_per_block", 1);
+      EXPECT_EQ(cmd.grid.eval(tokens, execution.received),
+                (execution.received + per - 1) / per)
           << cmd.target;
     }
     cpu->run(m, cmd, args, tokens, execution);

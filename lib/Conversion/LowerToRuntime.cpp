@@ -72,6 +72,8 @@ struct KB {
   Location loc;
   /// Columns per access inside KB::columns (1: scalar code).
   int64_t width = 1;
+  /// Threads that share a row in a row kernel (KB::columns).
+  int64_t rowThreads = kBlock;
 
   Value c(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
   Value f(double v) {
@@ -250,8 +252,8 @@ struct KB {
   }
   using ColumnLoad = function_ref<SmallVector<Value>(Value col)>;
   using ColumnStore = function_ref<void(Value col, ValueRange loaded)>;
-  /// The columns [0, n) that thread `tid` of a kBlock-thread block covers in
-  /// a row kernel, coalesced across the block: `load(col)` reads what a
+  /// The columns [0, n) that thread `tid` of the rowThreads threads of a row
+  /// covers in a row kernel, coalesced across them: `load(col)` reads what a
   /// column needs, `store(col, loaded)` computes and writes it. Where n
   /// allows, the callbacks run as vector bodies (`width` columns from
   /// `col`, 16-byte accesses for 2-byte types), up to `maxUnroll` vectors
@@ -261,21 +263,21 @@ struct KB {
   /// time.
   void columns(Value tid, int64_t n, ColumnLoad load, ColumnStore store,
                int64_t maxUnroll = 8) {
-    if (n % kBlock != 0) {
+    if (n % rowThreads != 0) {
       loop(
           tid, c(n), ValueRange{},
           [&](Value j, ValueRange) {
             store(j, load(j));
             return SmallVector<Value>{};
           },
-          kBlock);
+          rowThreads);
       return;
     }
     int64_t vec = 8;
-    while (vec > 1 && n % (kBlock * vec) != 0)
+    while (vec > 1 && n % (rowThreads * vec) != 0)
       vec /= 2;
     int64_t unroll = std::min(maxUnroll, std::max<int64_t>(1, 16 / vec));
-    while (unroll > 1 && n % (kBlock * vec * unroll) != 0)
+    while (unroll > 1 && n % (rowThreads * vec * unroll) != 0)
       unroll /= 2;
     Value first = mul(tid, c(vec));
     loop(
@@ -285,14 +287,14 @@ struct KB {
           SmallVector<Value> cols;
           SmallVector<SmallVector<Value>> loaded;
           for (int64_t u = 0; u < unroll; ++u) {
-            cols.push_back(add(j0, add(c(u * kBlock * vec), first)));
+            cols.push_back(add(j0, add(c(u * rowThreads * vec), first)));
             loaded.push_back(load(cols.back()));
           }
           for (int64_t u = 0; u < unroll; ++u)
             store(cols[u], loaded[u]);
           return SmallVector<Value>{};
         },
-        kBlock * vec * unroll);
+        rowThreads * vec * unroll);
   }
   void when(Value cond, function_ref<void()> body) {
     auto ifOp = scf::IfOp::create(b, loc, cond, /*withElseRegion=*/false);
@@ -644,34 +646,65 @@ private:
         params);
   }
 
-  /// A row kernel: one block of kBlock threads per row of `rows` (linear in
-  /// T); the body gets the row and the thread, and covers the row's columns
-  /// with KB::columns. `offsetsOperand` names the argument holding the group
-  /// offsets of a grouped buffer, so that the runtime can launch only the
-  /// rows in use when it knows them (after an exchange).
-  void launchRows(Operation *src, StringRef suffix, ValueRange args, Lin rows,
-                  BlockBody body, int64_t offsetsOperand = -1) {
-    SmallVector<NamedAttribute> params;
-    if (offsetsOperand >= 0)
-      params.push_back(
-          b.getNamedAttr("rows_offsets", b.getI64IntegerAttr(offsetsOperand)));
-    launchBlocks(src, suffix, args, rows * kBlock, body, params);
+  /// Rows a row kernel's block covers: short rows share a block (up to 8,
+  /// about 4096 columns in all, kBlock / rows threads each), as a block per
+  /// short row would spend more time being scheduled than moving data.
+  static int64_t rowsPerBlock(int64_t cols) {
+    int64_t n = 1;
+    while (n < 8 && cols * n * 2 <= 4096)
+      n *= 2;
+    return n;
+  }
+
+  /// A row kernel: blocks of kBlock threads over rowsPerBlock(cols)
+  /// consecutive rows of `rows` (linear in T); the body gets the row and
+  /// the thread's index among the row's threads (KB::rowThreads of them),
+  /// and covers the row's columns with KB::columns. Rows past the end are
+  /// skipped: by `inRange(k, row, args, T)` when given (which must then hold
+  /// for no row past the end), else by the row count, which then may not
+  /// depend on R (the kernel does not know R: a block per row instead).
+  void launchRows(
+      Operation *src, StringRef suffix, ValueRange args, Lin rows, int64_t cols,
+      BlockBody body,
+      function_ref<Value(KB &, Value, ValueRange, Value)> inRange = nullptr) {
+    int64_t per = rowsPerBlock(cols);
+    if (!inRange && rows.perReceived)
+      per = 1;
+    launchBlocks(
+        src, suffix, args, rows * (kBlock / per),
+        [&](KB &k, Value bid, Value tid, ValueRange a, Value t) {
+          k.rowThreads = kBlock / per;
+          if (per == 1 && !inRange)
+            return body(k, bid, tid, a, t); // the grid is exact
+          Value r = bid, lane = tid;
+          if (per > 1) {
+            r = k.add(k.mul(bid, k.c(per)), k.div(tid, k.c(kBlock / per)));
+            lane = k.rem(tid, k.c(kBlock / per));
+          }
+          Value ok = inRange ? inRange(k, r, a, t)
+                             : k.cmpi(arith::CmpIPredicate::ult, r,
+                                      k.add(k.mul(t, k.c(rows.perToken)),
+                                            k.c(rows.constant)));
+          k.when(ok, [&] { body(k, r, lane, a, t); });
+        },
+        {b.getNamedAttr("rows_per_block", b.getI64IntegerAttr(per))});
   }
 
   /// The row kernel of a grouped buffer: body(k, row, thread, args) only for
   /// rows before offsets[groups] (args[offsetsOperand] is the offsets).
   void
   launchGroupedRows(Operation *src, StringRef suffix, ValueRange args, Lin rows,
-                    int64_t offsetsOperand, int64_t groups,
+                    int64_t cols, int64_t offsetsOperand, int64_t groups,
                     function_ref<void(KB &, Value, Value, ValueRange)> body) {
     launchRows(
-        src, suffix, args, rows,
+        src, suffix, args, rows, cols,
         [&](KB &k, Value r, Value tid, ValueRange a, Value) {
-          Value used = k.ld(a[offsetsOperand], k.c(groups));
-          k.when(k.cmpi(arith::CmpIPredicate::slt, k.toI32(r), used),
-                 [&] { body(k, r, tid, a); });
+          body(k, r, tid, a);
         },
-        offsetsOperand);
+        [&](KB &k, Value r, ValueRange a, Value) {
+          Value used = k.ld(a[offsetsOperand], k.c(groups));
+          return k.cmpi(arith::CmpIPredicate::slt, k.toI32(r), used);
+        });
   }
 
   //===--------------------------------------------------------------------===//
@@ -842,12 +875,10 @@ private:
   /// Whether the gate's logits are better computed by a (one-group)
   /// grouped GEMM on tensor cores than by the gate kernel on CUDA cores:
   /// for many experts, where the kernel's weight loads per token add up.
-  /// The GEMM writes the logits in the input's type and needs 16-byte rows.
-  static bool gateByGemm(Value input, Value logits, int64_t e, int64_t d) {
-    Type elt = elementOf(input);
-    int64_t bytes = elt.getIntOrFloatBitWidth() / 8;
-    return e >= 32 && elementOf(logits) == elt && (e * bytes) % 16 == 0 &&
-           (d * bytes) % 16 == 0;
+  /// The GEMM needs 16-byte rows.
+  static bool gateByGemm(Value input, int64_t e, int64_t d) {
+    int64_t bytes = elementOf(input).getIntOrFloatBitWidth() / 8;
+    return e >= 32 && (e * bytes) % 16 == 0 && (d * bytes) % 16 == 0;
   }
 
   /// Group offsets {0, T}: one group holding every row, for the gate's
@@ -874,11 +905,15 @@ private:
     bool bias = static_cast<bool>(op.getBias());
     GateKind kind = op.getGate();
     bool renorm = op.getRenormalize();
-    if (gateByGemm(op.getInput(), op.getLogits(), e, d)) {
-      // logits = x Wᵀ as a one-group GEMM, then a thread per token adds the
-      // bias (rounding the logits once more) and routes.
+    if (gateByGemm(op.getInput(), e, d)) {
+      // x Wᵀ as a one-group GEMM in the input's type (16-bit storage rounds
+      // it there), then a thread per token adds the bias in f32, stores the
+      // f32 logits and routes.
+      Value raw = logits;
+      if (elementOf(op.getInput()) != elementOf(op.getLogits()))
+        raw = temp(op.getLoc(), elementOf(op.getInput()), rows, e);
       call(op, "grouped_gemm",
-           {mem(op.getInput()), mem(op.getWeight()), logits, allRows(op)},
+           {mem(op.getInput()), mem(op.getWeight()), raw, allRows(op)},
            {b.getNamedAttr("layout", b.getStringAttr("nt")),
             b.getNamedAttr("n", b.getI64IntegerAttr(e)),
             b.getNamedAttr("k", b.getI64IntegerAttr(d)),
@@ -886,18 +921,20 @@ private:
             b.getNamedAttr("ldc", b.getI64IntegerAttr(e)),
             b.getNamedAttr("c_col", b.getI64IntegerAttr(0)),
             b.getNamedAttr("local_experts", b.getI64IntegerAttr(1))});
-      SmallVector<Value> args{logits, indices, scores, counts};
+      SmallVector<Value> args{raw, indices, scores, counts, logits};
       if (bias)
         args.push_back(mem(op.getBias()));
       launch(op, "bias_route", args, rows,
              [&](KB &k, Value t, ValueRange a, Value) {
-               if (bias)
-                 k.loop(k.c(0), k.c(e), ValueRange{}, [&](Value j, ValueRange) {
-                   Value at = k.add(k.mul(t, k.c(e)), j);
-                   k.st(k.add(k.ld(a[0], at), k.ld(a[4], j)), a[0], at);
-                   return SmallVector<Value>{};
-                 });
-               routeBody(k, t, a[0], a[1], a[2], a[3], e, topK, kind, renorm);
+               k.loop(k.c(0), k.c(e), ValueRange{}, [&](Value j, ValueRange) {
+                 Value at = k.add(k.mul(t, k.c(e)), j);
+                 Value v = k.ld(a[0], at);
+                 if (bias)
+                   v = k.add(v, k.ld(a[5], j));
+                 k.st(v, a[4], at);
+                 return SmallVector<Value>{};
+               });
+               routeBody(k, t, a[4], a[1], a[2], a[3], e, topK, kind, renorm);
              });
       return success();
     }
@@ -1005,7 +1042,7 @@ private:
     Lin rows = rowsOf(op.getTokenOf());
     Value out = define(op.getRows(), rows);
     launchRows(op, "gather", {mem(op.getInput()), mem(op.getTokenOf()), out},
-               rows, [&](KB &k, Value r, Value tid, ValueRange a, Value) {
+               rows, d, [&](KB &k, Value r, Value tid, ValueRange a, Value) {
                  Value t = k.toIndex(k.ld(a[1], r));
                  Value valid = k.cmpi(arith::CmpIPredicate::sge, t, k.c(0));
                  Value src = k.mul(k.sel(valid, t, k.c(0)), k.c(d));
@@ -1087,7 +1124,7 @@ private:
     if (fc1Bias)
       args.push_back(mem(fc1Bias));
     launchGroupedRows(
-        op, "bias_act", args, rows, 1, groups,
+        op, "bias_act", args, rows, hidden, 1, groups,
         [&](KB &k, Value r, Value tid, ValueRange m) {
           Value hRow = k.mul(r, k.c(hw)), aRow = k.mul(r, k.c(hidden));
           Value biasRow;
@@ -1121,7 +1158,7 @@ private:
          gemmAttrs("nt", d, hidden, hidden, d, 0));
     if (fc2Bias)
       launchGroupedRows(
-          op, "bias", {y, mem(offsets), mem(fc2Bias)}, rows, 1, groups,
+          op, "bias", {y, mem(offsets), mem(fc2Bias)}, rows, d, 1, groups,
           [&](KB &k, Value r, Value tid, ValueRange m) {
             Value yRow = k.mul(r, k.c(d));
             Value biasRow =
@@ -1175,7 +1212,7 @@ private:
   /// out[t, :] = sum_k scores[t, k] * y[slot_pos[t, k], :].
   void combine(Operation *op, Value y, Value slotPos, Value scores, Value out,
                Lin tokensRows, int64_t d, int64_t topK) {
-    launchRows(op, "combine", {y, slotPos, scores, out}, tokensRows,
+    launchRows(op, "combine", {y, slotPos, scores, out}, tokensRows, d,
                [&](KB &k, Value t, Value tid, ValueRange a, Value) {
                  slotSum(k, t, tid, a[0], a[1], a[2], a[3], d, topK);
                });
@@ -1259,7 +1296,7 @@ private:
     launchRows(op, "combine_grad_rows",
                {mem(op.getGradOutput()), mem(op.getSlotPos()),
                 mem(op.getScores()), dy},
-               tokensRows * topK,
+               tokensRows * topK, d,
                [&](KB &k, Value slot, Value tid, ValueRange a, Value) {
                  Value t = k.div(slot, k.c(topK));
                  Value pos = k.toIndex(k.ld(a[1], slot));
@@ -1410,7 +1447,7 @@ private:
     // a = act(h) again (cheaper to recompute than to keep).
     // Rows past offsets[G] are never read: no memsets below.
     Value a = temp(op.getLoc(), elt, rows, hidden);
-    launchGroupedRows(op, "act", {h, offsets, a}, rows, 1, groups,
+    launchGroupedRows(op, "act", {h, offsets, a}, rows, hidden, 1, groups,
                       [&](KB &k, Value r, Value tid, ValueRange m) {
                         Value hRow = k.mul(r, k.c(hw));
                         Value aRow = k.mul(r, k.c(hidden));
@@ -1446,7 +1483,7 @@ private:
     // same element of da only: it overwrites da in place.
     Value dh = glu ? temp(op.getLoc(), elt, rows, hw) : da;
     launchGroupedRows(
-        op, "act_grad", {h, da, offsets, dh}, rows, 2, groups,
+        op, "act_grad", {h, da, offsets, dh}, rows, hidden, 2, groups,
         [&](KB &k, Value r, Value tid, ValueRange m) {
           Value hRow = k.mul(r, k.c(hw)), aRow = k.mul(r, k.c(hidden));
           k.columns(
@@ -1507,7 +1544,7 @@ private:
     if (!dx)
       dx = define(op.getGradInput(), tokensRows);
     launchRows(op, "gather_grad",
-               {mem(op.getGradRows()), mem(op.getSlotPos()), dx}, tokensRows,
+               {mem(op.getGradRows()), mem(op.getSlotPos()), dx}, tokensRows, d,
                [&](KB &k, Value t, Value tid, ValueRange a, Value) {
                  slotSum(k, t, tid, a[0], a[1], Value(), a[2], d, topK);
                });

@@ -207,11 +207,8 @@ void execute(const CompiledModule &module, const format::Program &program,
                     std::to_string(execution.exchangedRows) +
                     " rows, the saved values have " + std::to_string(received));
     }
-    // An exchange tells the host how many rows arrived: later commands on
-    // its output offsets can size their work by it (BufferRef::knownTotal).
     if (execution.exchangedRows >= 0 && cmd.args.size() == 4 &&
         cmd.args[3].buffer != format::Operand::kTokens) {
-      bound[cmd.args[3].buffer].knownTotal = execution.exchangedRows;
       execution.exchangedRows = -1;
       lastExchangeOut = cmd.args[3].buffer;
     }

@@ -116,14 +116,6 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
   at::Tensor offsets = view(offBuf.data, {offBuf.numel}, at::kInt);
   at::Tensor offs =
       offsets.slice(0, perExpert, groups + 1, perExpert).contiguous();
-  // Rows past the groups are never read; after an exchange the host knows
-  // how many rows are in use, so neither the GEMM's output nor its copy
-  // covers the rest of the worst-case buffer.
-  auto used = [&](at::Tensor t) {
-    return offBuf.knownTotal >= 0 && offBuf.knownTotal < t.size(0)
-               ? t.slice(0, 0, offBuf.knownTotal)
-               : t;
-  };
   if (wgrad) {
     int64_t m = intAttrOr(c, "m", 0), n = intAttrOr(c, "n", 0);
     int64_t lda = intAttrOr(c, "lda", m), ldb = intAttrOr(c, "ldb", n);
@@ -131,8 +123,8 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
     if (!aligned(lda) || !aligned(ldb) || !aligned(aCol) || !aligned(m) ||
         !aligned(n))
       return false;
-    at::Tensor a = used(matrix(args[0], lda).slice(1, aCol, aCol + m));
-    at::Tensor b = used(matrix(args[1], ldb).slice(1, 0, n));
+    at::Tensor a = matrix(args[0], lda).slice(1, aCol, aCol + m);
+    at::Tensor b = matrix(args[1], ldb).slice(1, 0, n);
     at::Tensor dw = view(args[2].data, {local, m, n}, at::kBFloat16);
     if (a.size(0) == 0)
       dw.zero_();
@@ -153,15 +145,13 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
   const BufferRef &cBuf = args[gather ? 3 : 2];
   at::Tensor a = matrix(args[0], lda).slice(1, aCol, aCol + k);
   if (gather) {
-    at::Tensor idx = used(view(args[1].data, {args[1].numel}, at::kInt));
+    at::Tensor idx = view(args[1].data, {args[1].numel}, at::kInt);
     a = a.index_select(0, idx.clamp_min(0).to(at::kLong));
-  } else {
-    a = used(a);
   }
   at::Tensor w =
       nt ? view(wBuf.data, {local, n, k}, at::kBFloat16).transpose(1, 2)
          : view(wBuf.data, {local, k, n}, at::kBFloat16);
-  at::Tensor dst = used(matrix(cBuf, ldc).slice(1, cCol, cCol + n));
+  at::Tensor dst = matrix(cBuf, ldc).slice(1, cCol, cCol + n);
   if (a.size(0) == 0)
     return true; // no rows in use
   if (direct && !accumulate && aligned(ldc) && aligned(cCol)) {

@@ -45,6 +45,8 @@
 // EP4-SAME: .entry moe_gelu_ep4_gather(
 
 // SWIGLU-LABEL: func.func @moe_swiglu(
+// 64 experts: the gate's logits are a GEMM (bf16), routed by bias_route.
+// SWIGLU: call @fmoe_rt_grouped_gemm_bf16({{.*}}fmoe.op = "fmoe.gate_route"{{.*}}n = 64
 // SWIGLU: call @fmoe_rt_grouped_gemm_gather_bf16({{.*}}c_col = 0 : i64{{.*}}ldc = 2048 : i64{{.*}}n = 1024
 // SWIGLU: call @fmoe_rt_grouped_gemm_gather_bf16({{.*}}c_col = 1024 : i64{{.*}}ldc = 2048 : i64{{.*}}n = 1024
 // SWIGLU-LABEL: func.func @moe_swiglu_backward(
@@ -53,6 +55,6 @@
 // SWIGLU: call @fmoe_rt_grouped_wgrad_bf16(
 // SWIGLU: call @fmoe_rt_grouped_wgrad_bf16(
 // SWIGLU: gpu.binary @fmoe_kernels
-// SWIGLU-SAME: .entry moe_swiglu_gate_route(
+// SWIGLU-SAME: .entry moe_swiglu_bias_route(
 // SWIGLU-SAME: .entry moe_swiglu_bias_act(
 // SWIGLU-SAME: .entry moe_swiglu_backward_act_grad(

@@ -1,10 +1,10 @@
 // RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s
 // RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s --check-prefix=GATE
 
-// Row kernels over rows whose length is a multiple of 256 x 8 (d_hidden
-// 2048) move 8 bf16 columns per access, 16-byte aligned; rows of 512
-// (d_model) move 2 columns per thread (256 threads x 2). The scalar
-// operands (a bias, a score) are broadcast.
+// Row kernels move 8 bf16 columns per access, 16-byte aligned, where the
+// row length allows: d_hidden 2048 with 2 rows of 128 threads per block,
+// d_model 512 with 8 rows of 32 threads. The scalar operands (a bias, a
+// score) are broadcast.
 func.func @wide(%x: tensor<?x512xbf16>, %wg: tensor<4x512xbf16>, %bg: tensor<4xbf16>,
                 %w1: tensor<4x2048x512xbf16>, %b1: tensor<4x2048xbf16>,
                 %w2: tensor<4x512x2048xbf16>, %b2: tensor<4x512xbf16>) -> tensor<?x512xbf16> {
@@ -15,6 +15,10 @@ func.func @wide(%x: tensor<?x512xbf16>, %wg: tensor<4x512xbf16>, %bg: tensor<4xb
   return %y : tensor<?x512xbf16>
 }
 
+// CHECK: gpu.launch_func @fmoe_kernels::@wide_bias_act
+// CHECK-SAME: fmoe.param.rows_per_block = 2 : i64
+// CHECK: gpu.launch_func @fmoe_kernels::@wide_combine
+// CHECK-SAME: fmoe.param.rows_per_block = 8 : i64
 // CHECK-LABEL: gpu.func @wide_bias_act(
 // CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
 // CHECK: arith.extf %{{.*}} : vector<8xbf16> to vector<8xf32>
@@ -22,9 +26,9 @@ func.func @wide(%x: tensor<?x512xbf16>, %wg: tensor<4x512xbf16>, %bg: tensor<4xb
 // CHECK: vector.store %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
 // CHECK: gpu.return
 // CHECK-LABEL: gpu.func @wide_combine(
-// CHECK: vector.load %{{.*}} {alignment = 4 : i64} : memref<?xbf16>, vector<2xbf16>
-// CHECK: vector.broadcast %{{.*}} : f32 to vector<2xf32>
-// CHECK: vector.store %{{.*}} {alignment = 4 : i64} : memref<?xbf16>, vector<2xbf16>
+// CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
+// CHECK: vector.broadcast %{{.*}} : f32 to vector<8xf32>
+// CHECK: vector.store %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
 // CHECK-LABEL: gpu.func @wide_backward_act_grad(
 // CHECK-COUNT-2: vector.load %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
 // CHECK: vector.store %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>

@@ -20,20 +20,21 @@
 // CHECK: gpu.launch_func @fmoe_kernels::@layer_scatter
 // CHECK-SAME: fmoe.work = array<i64: 2, 0>
 // Rows past the groups are never read, so the expert stage clears nothing;
-// its elementwise kernels run a block per row (256 threads x T*k rows) and
-// name their offsets operand (fmoe.param.rows_offsets).
+// its elementwise kernels run blocks of 256 threads over rows, 8 short rows
+// (32 columns) per block: T*k/8 blocks, written as 32 threads x T*k rows.
 // CHECK-NOT: fmoe_rt_memset
 // CHECK: call @fmoe_rt_grouped_gemm_gather_f32(
 // CHECK-SAME: k = 16 : i64, layout = "nt", lda = 16 : i64, ldc = 32 : i64, local_experts = 4 : i64, n = 32 : i64
 // CHECK-NOT: fmoe_rt_memset
 // CHECK: gpu.launch_func @fmoe_kernels::@layer_bias_act
-// CHECK-SAME: fmoe.param.rows_offsets = 1 : i64
-// CHECK-SAME: fmoe.work = array<i64: 512, 0>
+// CHECK-SAME: fmoe.param.rows_per_block = 8 : i64
+// CHECK-SAME: fmoe.work = array<i64: 64, 0>
 // CHECK: call @fmoe_rt_grouped_gemm_f32(
 // CHECK: gpu.launch_func @fmoe_kernels::@layer_bias
-// CHECK-SAME: fmoe.param.rows_offsets = 1 : i64
+// CHECK-SAME: fmoe.param.rows_per_block = 8 : i64
 // CHECK: gpu.launch_func @fmoe_kernels::@layer_combine
-// CHECK-SAME: fmoe.work = array<i64: 256, 0>
+// CHECK-SAME: fmoe.param.rows_per_block = 8 : i64
+// CHECK-SAME: fmoe.work = array<i64: 32, 0>
 // CHECK: memref.dealloc
 // CHECK: return
 
@@ -88,5 +89,6 @@
 // EP: call @fmoe_rt_all_to_all_f32(%{{.*}}, %{{.*}}, %[[ROWS:.*]], %[[OFF:.*]]) {{.*}}reverse = false
 // EP: call @fmoe_rt_grouped_wgrad_f32(%[[ROWS]], %{{.*}}, %{{.*}}, %[[OFF]])
 // EP: gpu.launch_func @fmoe_kernels::@layer_ep2_backward_act_grad {{.*}} args({{.*}}, %[[OFF]] : memref<?xi32>,
-// EP-SAME: fmoe.param.rows_offsets = 2 : i64
+// EP-SAME: fmoe.param.rows_per_block = 8 : i64
+// EP-SAME: fmoe.work = array<i64: 0, 0, 32>
 // EP: call @fmoe_rt_all_to_all_f32(%{{.*}}, %[[OFF]], %{{.*}}, %{{.*}}) {{.*}}reverse = true

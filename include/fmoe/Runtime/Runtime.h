@@ -43,10 +43,6 @@ struct BufferRef {
   int64_t cols = 1;
   /// This argument is the token count T (`numel` holds it), not a buffer.
   bool isTokens = false;
-  /// For a group-offsets buffer: its last entry (the rows in use) when the
-  /// host knows it without reading the device, i.e. after an expert-parallel
-  /// exchange wrote it; -1 otherwise. Backends may size work by it.
-  int64_t knownTotal = -1;
 };
 
 /// A loaded and validated compiled module.
@@ -97,8 +93,7 @@ struct Execution {
   /// and the grids of its kernels); -1 until known.
   int64_t received = -1;
   /// The rows the last all-to-all command received (known on the host, as
-  /// the exchange needs the counts there); execute() records it on that
-  /// command's output offsets as BufferRef::knownTotal.
+  /// the exchange needs the counts there); execute() takes it as R.
   int64_t exchangedRows = -1;
   /// What the last all-to-all learned on the host: its counts (indexed
   /// [peer * local + expert]) and the offsets it wrote. execute() sets

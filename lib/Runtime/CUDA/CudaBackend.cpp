@@ -465,13 +465,6 @@ void CudaBackend::launch(const format::Module &module,
                 ": its grid follows the rows an exchange receives, but no "
                 "exchange has run");
   int64_t blocks = cmd.grid.eval(tokens, received);
-  // Row kernels (one block per row of a grouped buffer) name the operand
-  // holding the group offsets; when the host knows how many rows are in use,
-  // blocks past them (which would exit at once) are not launched.
-  int64_t rowsOperand = intAttrOr(cmd, "rows_offsets", -1);
-  if (rowsOperand >= 0 && rowsOperand < int64_t(args.size()) &&
-      args[rowsOperand].knownTotal >= 0)
-    blocks = std::min(blocks, args[rowsOperand].knownTotal);
   if (blocks <= 0)
     return; // no work for this token count (e.g. T = 0)
   if (blocks > INT_MAX)
@@ -661,11 +654,9 @@ void CudaBackend::groupedGemm(const Attrs &attrs, const LibraryTarget &target,
   p.accumulate = attrs.getBool("accumulate", false);
   p.localExperts = attrs.getInt("local_experts");
   p.groups = groupsOf(attrs, offsets, p.localExperts);
-  // The grid covers every row the grouped buffer could hold (or the rows in
-  // use, when the host knows them); the kernel skips those past offsets[G].
+  // The grid covers every row of the grouped buffer; the kernel skips those
+  // past offsets[G].
   p.rows = rowsOf(attrs, c, "c");
-  if (offsets.knownTotal >= 0)
-    p.rows = std::min(p.rows, offsets.knownTotal);
 
   requireSpan(attrs, c, "c", p.rows, p.ldc, p.cCol, p.n);
   requireSpan(attrs, w, "w", 1, 0, 0, p.localExperts * p.n * p.k);
@@ -709,8 +700,6 @@ void CudaBackend::groupedWgrad(const Attrs &attrs, const LibraryTarget &target,
   p.groups = groupsOf(attrs, offsets, p.localExperts);
   // a and b are both grouped buffers; rows past offsets[G] are not read.
   p.rows = std::min(rowsOf(attrs, a, "a"), rowsOf(attrs, b, "b"));
-  if (offsets.knownTotal >= 0)
-    p.rows = std::min(p.rows, offsets.knownTotal);
 
   requireSpan(attrs, a, "a", p.rows, p.lda, p.aCol, p.m);
   requireSpan(attrs, b, "b", p.rows, p.ldb, 0, p.n);
