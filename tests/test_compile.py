@@ -87,15 +87,17 @@ def test_matches_brute_force(e, k, dtype):
         check_layer(layer, compiled, shape, dtype, "gelu")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("gate_bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("e,k", [(32, 4), (64, 8)], ids=["E32k4", "E64k8"])
-def test_many_experts_gate_by_gemm(e, k, gate_bias):
-    # From 32 experts on, the gate's logits come from a GEMM and a separate
-    # kernel adds the bias and routes.
-    layer = make_layer(e, k, torch.float32, gate_bias=gate_bias)
+def test_many_experts_gate_by_gemm(e, k, gate_bias, dtype):
+    # From 32 experts on, the gate's logits come from a GEMM with an f32
+    # result (mixed types in bf16) and a separate kernel adds the bias and
+    # routes.
+    layer = make_layer(e, k, dtype, gate_bias=gate_bias)
     compiled = fmoe.compile(layer)
     for shape in [(7, D_MODEL), (1, 257, D_MODEL)]:
-        check_layer(layer, compiled, shape, torch.float32, "gelu")
+        check_layer(layer, compiled, shape, dtype, "gelu")
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu"])

@@ -873,7 +873,7 @@ private:
   }
 
   /// Whether the gate's logits are better computed by a (one-group)
-  /// grouped GEMM on tensor cores than by the gate kernel on CUDA cores:
+  /// grouped GEMM with an f32 result than by the gate kernel on CUDA cores:
   /// for many experts, where the kernel's weight loads per token add up.
   /// The GEMM needs 16-byte rows.
   static bool gateByGemm(Value input, int64_t e, int64_t d) {
@@ -906,14 +906,11 @@ private:
     GateKind kind = op.getGate();
     bool renorm = op.getRenormalize();
     if (gateByGemm(op.getInput(), e, d)) {
-      // x Wᵀ as a one-group GEMM in the input's type (16-bit storage rounds
-      // it there), then a thread per token adds the bias in f32, stores the
-      // f32 logits and routes.
-      Value raw = logits;
-      if (elementOf(op.getInput()) != elementOf(op.getLogits()))
-        raw = temp(op.getLoc(), elementOf(op.getInput()), rows, e);
-      call(op, "grouped_gemm",
-           {mem(op.getInput()), mem(op.getWeight()), raw, allRows(op)},
+      // logits = x Wᵀ as a one-group GEMM with an f32 result (tensor cores
+      // for 16-bit inputs), then a thread per token adds the bias and routes.
+      bool mixed = elementOf(op.getInput()) != elementOf(op.getLogits());
+      call(op, mixed ? "grouped_gemm_to_f32" : "grouped_gemm",
+           {mem(op.getInput()), mem(op.getWeight()), logits, allRows(op)},
            {b.getNamedAttr("layout", b.getStringAttr("nt")),
             b.getNamedAttr("n", b.getI64IntegerAttr(e)),
             b.getNamedAttr("k", b.getI64IntegerAttr(d)),
@@ -921,20 +918,18 @@ private:
             b.getNamedAttr("ldc", b.getI64IntegerAttr(e)),
             b.getNamedAttr("c_col", b.getI64IntegerAttr(0)),
             b.getNamedAttr("local_experts", b.getI64IntegerAttr(1))});
-      SmallVector<Value> args{raw, indices, scores, counts, logits};
+      SmallVector<Value> args{logits, indices, scores, counts};
       if (bias)
         args.push_back(mem(op.getBias()));
       launch(op, "bias_route", args, rows,
              [&](KB &k, Value t, ValueRange a, Value) {
-               k.loop(k.c(0), k.c(e), ValueRange{}, [&](Value j, ValueRange) {
-                 Value at = k.add(k.mul(t, k.c(e)), j);
-                 Value v = k.ld(a[0], at);
-                 if (bias)
-                   v = k.add(v, k.ld(a[5], j));
-                 k.st(v, a[4], at);
-                 return SmallVector<Value>{};
-               });
-               routeBody(k, t, a[4], a[1], a[2], a[3], e, topK, kind, renorm);
+               if (bias)
+                 k.loop(k.c(0), k.c(e), ValueRange{}, [&](Value j, ValueRange) {
+                   Value at = k.add(k.mul(t, k.c(e)), j);
+                   k.st(k.add(k.ld(a[0], at), k.ld(a[4], j)), a[0], at);
+                   return SmallVector<Value>{};
+                 });
+               routeBody(k, t, a[0], a[1], a[2], a[3], e, topK, kind, renorm);
              });
       return success();
     }

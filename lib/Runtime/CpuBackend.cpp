@@ -597,11 +597,11 @@ private:
       gateKernel(v(a, 0), v(a, 1), nb == 7 ? &a[2] : nullptr, v(a, o), t);
       routeKernel(c, v(a, o), v(a, o + 1), v(a, o + 2), &a[o + 3], t);
     } else if (k == "bias_route") {
-      // Logits from a GEMM (in the input's type): plus the bias (when
-      // given), stored in f32, then routed.
-      View raw = v(a, 0), logits = v(a, 4);
-      for (int64_t i = 0; i < t * logits.cols(); ++i)
-        logits.set(i, raw.f(i) + (nb == 6 ? v(a, 5).f(i % logits.cols()) : 0));
+      // f32 logits from a GEMM: plus the bias (when given), then routed.
+      View logits = v(a, 0);
+      if (nb == 5)
+        for (int64_t i = 0; i < t * logits.cols(); ++i)
+          logits.set(i, logits.f(i) + v(a, 4).f(i % logits.cols()));
       routeKernel(c, logits, v(a, 1), v(a, 2), &a[3], t);
     } else if (k == "count") {
       View idx = v(a, 0), counts = v(a, 1);
@@ -716,7 +716,8 @@ private:
       if (b.numel)
         std::memset(b.data, int(intAttr(c, "byte")),
                     b.numel * dtypeSize(b.dtype));
-    } else if (fn == "fmoe_rt_grouped_gemm") {
+    } else if (fn == "fmoe_rt_grouped_gemm" ||
+               fn == "fmoe_rt_grouped_gemm_to_f32") {
       groupedGemm(c, v(a, 0), nullptr, v(a, 1), v(a, 2), v(a, 3));
     } else if (fn == "fmoe_rt_grouped_gemm_gather") {
       View idx = v(a, 1);

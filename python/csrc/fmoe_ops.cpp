@@ -82,10 +82,13 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
                       const std::vector<BufferRef> &args, void *stream) {
   bool gather = fn == "fmoe_rt_grouped_gemm_gather";
   bool wgrad = fn == "fmoe_rt_grouped_wgrad";
-  if (fn != "fmoe_rt_grouped_gemm" && !gather && !wgrad)
+  // The operands bf16; the result bf16, or f32 (the gate's logits).
+  bool f32Out = fn == "fmoe_rt_grouped_gemm_to_f32";
+  if (fn != "fmoe_rt_grouped_gemm" && !gather && !wgrad && !f32Out)
     return false;
-  for (const BufferRef &a : args)
-    if (a.dtype != DType::BF16 && a.dtype != DType::I32)
+  for (size_t i = 0; i < args.size(); ++i)
+    if (args[i].dtype != DType::BF16 && args[i].dtype != DType::I32 &&
+        !(f32Out && i == 2))
       return false;
   int device = c10::cuda::current_device();
   c10::cuda::CUDAStreamGuard guard(c10::cuda::getStreamFromExternal(
@@ -144,6 +147,25 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
   const BufferRef &wBuf = args[gather ? 2 : 1];
   const BufferRef &cBuf = args[gather ? 3 : 2];
   at::Tensor a = matrix(args[0], lda).slice(1, aCol, aCol + k);
+  if (f32Out) {
+    // One group, bf16 x bf16 -> f32 through cuBLAS; the rows outside
+    // [offsets[0], offsets[1]) keep their contents, as the runtime's kernel
+    // leaves them (the offsets stay on the device).
+    if (local != 1 || groups != 1 || accumulate || !nt)
+      return false;
+    at::Tensor dst = view(cBuf.data, {cBuf.numel / ldc, ldc}, at::kFloat)
+                         .slice(1, cCol, cCol + n);
+    int64_t rows = std::min(a.size(0), dst.size(0));
+    if (rows == 0)
+      return true;
+    at::Tensor w = view(wBuf.data, {n, k}, at::kBFloat16);
+    at::Tensor prod = at::mm(a.slice(0, 0, rows), w.t(), at::kFloat);
+    at::Tensor r = at::arange(rows, offsets.options()).unsqueeze(1);
+    at::Tensor in = (r >= offsets[0]).logical_and(r < offsets[1]);
+    at::Tensor out = dst.slice(0, 0, rows);
+    out.copy_(at::where(in, prod, out));
+    return true;
+  }
   if (gather) {
     at::Tensor idx = view(args[1].data, {args[1].numel}, at::kInt);
     a = a.index_select(0, idx.clamp_min(0).to(at::kLong));

@@ -45,8 +45,9 @@
 // EP4-SAME: .entry moe_gelu_ep4_gather(
 
 // SWIGLU-LABEL: func.func @moe_swiglu(
-// 64 experts: the gate's logits are a GEMM (bf16), routed by bias_route.
-// SWIGLU: call @fmoe_rt_grouped_gemm_bf16({{.*}}fmoe.op = "fmoe.gate_route"{{.*}}n = 64
+// 64 experts: the gate's logits are a GEMM (bf16 operands, f32 result),
+// routed by bias_route.
+// SWIGLU: call @fmoe_rt_grouped_gemm_to_f32_bf16({{.*}}fmoe.op = "fmoe.gate_route"{{.*}}n = 64
 // SWIGLU: call @fmoe_rt_grouped_gemm_gather_bf16({{.*}}c_col = 0 : i64{{.*}}ldc = 2048 : i64{{.*}}n = 1024
 // SWIGLU: call @fmoe_rt_grouped_gemm_gather_bf16({{.*}}c_col = 1024 : i64{{.*}}ldc = 2048 : i64{{.*}}n = 1024
 // SWIGLU-LABEL: func.func @moe_swiglu_backward(

@@ -595,7 +595,8 @@ void CudaBackend::call(const format::Command &cmd,
       return;
   if (target.base == "fmoe_rt_memset")
     return memset(attrs, args);
-  if (target.base == "fmoe_rt_grouped_gemm")
+  if (target.base == "fmoe_rt_grouped_gemm" ||
+      target.base == "fmoe_rt_grouped_gemm_to_f32")
     return groupedGemm(attrs, target, args, /*gather=*/false);
   if (target.base == "fmoe_rt_grouped_gemm_gather")
     return groupedGemm(attrs, target, args, /*gather=*/true);
@@ -638,9 +639,12 @@ void CudaBackend::groupedGemm(const Attrs &attrs, const LibraryTarget &target,
     throw Error(attrs.where() + ": no integer GEMM");
   requireType(attrs, a, type, gather ? "x" : "a");
   requireType(attrs, w, type, "w");
-  requireType(attrs, c, type, "c");
-
   cuda::GroupedGemmArgs p;
+  // grouped_gemm_to_f32: an f32 result of 16-bit operands (the gate's
+  // logits).
+  p.outF32 = target.base == "fmoe_rt_grouped_gemm_to_f32" && type != DType::F32;
+  requireType(attrs, c, p.outF32 ? DType::F32 : type, "c");
+
   std::string layout = attrs.getString("layout");
   if (layout != "nt" && layout != "nn")
     throw Error(attrs.where() + ": layout '" + layout + "', expected nt or nn");

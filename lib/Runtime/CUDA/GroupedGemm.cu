@@ -104,7 +104,7 @@ multiplyTiles(const float (&aTile)[kTileK][kTileM + kPad],
   }
 }
 
-template <typename T, bool NT, bool Gather>
+template <typename T, typename TC, bool NT, bool Gather>
 __global__ void __launch_bounds__(kThreads)
     groupedGemmKernel(GroupedGemmArgs p) {
   __shared__ float aTile[kTileK][kTileM + kPad];
@@ -115,7 +115,7 @@ __global__ void __launch_bounds__(kThreads)
 
   const T *a = static_cast<const T *>(p.a);
   const T *w = static_cast<const T *>(p.w);
-  T *c = static_cast<T *>(p.c);
+  TC *c = static_cast<TC *>(p.c);
   const int32_t *offsets = p.offsets;
   const int tid = threadIdx.x;
   const int tx = tid % kThreadsX, ty = tid / kThreadsX;
@@ -224,11 +224,11 @@ __global__ void __launch_bounds__(kThreads)
       int64_t col = col0 + tx + j * kThreadsX;
       if (col >= n)
         continue;
-      T *dst = c + r * p.ldc + p.cCol + col;
+      TC *dst = c + r * p.ldc + p.cCol + col;
       float v = acc[i][j];
       if (p.accumulate)
         v += toFloat(*dst);
-      *dst = fromFloat<T>(v);
+      *dst = fromFloat<TC>(v);
     }
   }
 }
@@ -318,14 +318,20 @@ void gemmFor(const GroupedGemmArgs &p, dim3 grid, cudaStream_t stream) {
   dim3 block(kThreads);
   // The module format only emits the gather variant with "nt"; "nn" costs
   // one more instantiation and keeps the two variants orthogonal.
-  if (p.tokenOf && p.nt) {
-    groupedGemmKernel<T, true, true><<<grid, block, 0, stream>>>(p);
+  if (p.outF32 && p.tokenOf) {
+    throw Error("grouped GEMM: an f32 result of a gathered GEMM");
+  } else if (p.outF32 && p.nt) {
+    groupedGemmKernel<T, float, true, false><<<grid, block, 0, stream>>>(p);
+  } else if (p.outF32) {
+    groupedGemmKernel<T, float, false, false><<<grid, block, 0, stream>>>(p);
+  } else if (p.tokenOf && p.nt) {
+    groupedGemmKernel<T, T, true, true><<<grid, block, 0, stream>>>(p);
   } else if (p.tokenOf) {
-    groupedGemmKernel<T, false, true><<<grid, block, 0, stream>>>(p);
+    groupedGemmKernel<T, T, false, true><<<grid, block, 0, stream>>>(p);
   } else if (p.nt) {
-    groupedGemmKernel<T, true, false><<<grid, block, 0, stream>>>(p);
+    groupedGemmKernel<T, T, true, false><<<grid, block, 0, stream>>>(p);
   } else {
-    groupedGemmKernel<T, false, false><<<grid, block, 0, stream>>>(p);
+    groupedGemmKernel<T, T, false, false><<<grid, block, 0, stream>>>(p);
   }
   checkLaunch("the grouped GEMM kernel");
 }

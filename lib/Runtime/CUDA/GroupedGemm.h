@@ -27,7 +27,7 @@ namespace fmoe::runtime::cuda {
 /// a[tokenOf[r] * lda + aCol + k] (a row whose index is negative or
 /// >= `aRows` reads as zeros). `nt`: W[l](k, j) = w[l][j][k];
 /// otherwise W[l](k, j) = w[l][k][j]. Rows past offsets[G] (or >= `rows`)
-/// are neither read nor written.
+/// are neither read nor written. c has a's type, or f32 with `outF32`.
 struct GroupedGemmArgs {
   const void *a = nullptr;
   const int32_t *tokenOf = nullptr; ///< optional gather index (rows entries)
@@ -41,6 +41,8 @@ struct GroupedGemmArgs {
   int64_t groups = 0, localExperts = 1;
   bool nt = true;
   bool accumulate = false;
+  /// c holds f32 whatever the type of a and w (the gate's logits).
+  bool outF32 = false;
 };
 
 /// dw[l][i][j] = sum over the rows r of local expert l of
