@@ -191,6 +191,21 @@ def test_bad_inputs_raise_and_leave_the_layer_usable():
     check_layer(layer, compiled, (6, D_MODEL), torch.float32, "gelu")
 
 
+def test_second_backward_through_one_graph_is_refused():
+    # The backward writes the pre-activation's gradient over the saved
+    # pre-activation: a second backward through the same graph must fail
+    # loudly, not read gradients as activations.
+    layer = make_layer(4, 2, torch.float32)
+    compiled = fmoe.compile(layer)
+    x = torch.randn(9, D_MODEL, requires_grad=True)
+    loss = compiled(x).square().sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    # A fresh forward trains as before.
+    compiled(x).square().sum().backward()
+
+
 def test_top_k_larger_than_experts_is_refused():
     layer = make_layer(4, 2, torch.float32)
     layer.top_k = 5

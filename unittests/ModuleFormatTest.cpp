@@ -20,6 +20,8 @@ Module sample() {
   p.name = "forward";
   p.function = "layer";
   p.buffers.push_back({"input", "bf16", "input", {1, 0, 1}, 1024});
+  // An input the program overwrites.
+  p.buffers.push_back({"saved0", "bf16", "input", {2, 0, 1}, 4096, true});
   p.buffers.push_back({"counts", "i32", "temp", {0, 8, 1}, 1});
   p.buffers.push_back({"output", "bf16", "output", {1, 0, 1}, 1024});
   // An expert-side buffer: as many rows as the exchange receives.
@@ -29,17 +31,17 @@ Module sample() {
   c.target = "layer_gate_route";
   c.op = "fmoe.gate_route";
   c.attrs = {{"top_k", "2"}, {"gate", "#fmoe<gate naive>"}};
-  c.args = {{0}, {1}, {Operand::kTokens}};
+  c.args = {{0}, {2}, {Operand::kTokens}};
   c.grid = {1, 0, 256};
   c.block = 256;
-  c.release = {1};
+  c.release = {2};
   p.commands.push_back(c);
   Command call;
   call.kind = "call";
   call.target = "fmoe_rt_memset";
   call.op = "fmoe.dispatch";
   call.attrs = {{"byte", "255"}};
-  call.args = {{2}};
+  call.args = {{3}};
   p.commands.push_back(call);
   m.programs.push_back(p);
   m.ptx =
@@ -60,17 +62,19 @@ TEST(ModuleFormat, RoundTrips) {
   ASSERT_EQ(back.programs.size(), 1u);
   const Program &p = back.programs[0];
   EXPECT_EQ(p.function, "layer");
-  ASSERT_EQ(p.buffers.size(), 4u);
-  EXPECT_EQ(p.buffers[1].dtype, "i32");
+  ASSERT_EQ(p.buffers.size(), 5u);
+  EXPECT_EQ(p.buffers[2].dtype, "i32");
   EXPECT_EQ(p.buffers[0].rows, (SizeExpr{1, 0, 1}));
-  EXPECT_EQ(p.buffers[3].rows, (SizeExpr{0, 0, 1, 1}));
-  EXPECT_TRUE(p.buffers[3].rows.dependsOnReceived());
-  EXPECT_EQ(p.buffers[3].rows.eval(1000, 37), 37);
+  EXPECT_FALSE(p.buffers[0].clobbered);
+  EXPECT_TRUE(p.buffers[1].clobbered);
+  EXPECT_EQ(p.buffers[4].rows, (SizeExpr{0, 0, 1, 1}));
+  EXPECT_TRUE(p.buffers[4].rows.dependsOnReceived());
+  EXPECT_EQ(p.buffers[4].rows.eval(1000, 37), 37);
   ASSERT_EQ(p.commands.size(), 2u);
   EXPECT_EQ(p.commands[0].attrs, m.programs[0].commands[0].attrs);
   EXPECT_EQ(p.commands[0].args.back().buffer, Operand::kTokens);
   EXPECT_EQ(p.commands[0].grid.eval(1000, 0), 4); // ceil(1000 / 256)
-  EXPECT_EQ(p.commands[0].release, std::vector<int64_t>{1});
+  EXPECT_EQ(p.commands[0].release, std::vector<int64_t>{2});
   EXPECT_EQ(p.commands[1].kind, "call");
   // Serialising again gives the same bytes.
   EXPECT_EQ(serialize(back), bytes);
@@ -120,7 +124,7 @@ std::string bodyOf(const std::string &bytes) {
 
 TEST(ModuleFormat, RefusesOtherVersions) {
   std::string body = bodyOf(serialize(sample()));
-  for (const char *other : {"1", "3"}) {
+  for (const char *other : {"2", "4"}) {
     std::string old = body;
     old.replace(0, old.find('\n'), std::string("fmoe-module ") + other);
     Module m;
@@ -141,7 +145,7 @@ TEST(ModuleFormat, RefusesBadContent) {
   EXPECT_NE(error.find("bad magic"), std::string::npos) << error;
 
   std::string badArg = body;
-  badArg.replace(badArg.find("args 0 1 T"), 10, "args 0 9 T");
+  badArg.replace(badArg.find("args 0 2 T"), 10, "args 0 9 T");
   EXPECT_FALSE(parse(withChecksum(badArg), m, error));
   EXPECT_NE(error.find("bad command argument '9'"), std::string::npos) << error;
 
@@ -149,6 +153,20 @@ TEST(ModuleFormat, RefusesBadContent) {
   badType.replace(badType.find(" i32 "), 5, " i64 ");
   EXPECT_FALSE(parse(withChecksum(badType), m, error));
   EXPECT_NE(error.find("unknown dtype 'i64'"), std::string::npos) << error;
+
+  std::string badFlag = body;
+  badFlag.replace(badFlag.find(" clobbered"), 10, " shredded");
+  EXPECT_FALSE(parse(withChecksum(badFlag), m, error));
+  EXPECT_NE(error.find("unknown buffer flag 'shredded'"), std::string::npos)
+      << error;
+
+  std::string clobberedOutput = body;
+  size_t out = clobberedOutput.find("buffer output bf16 output 1 0 1 0 1024");
+  ASSERT_NE(out, std::string::npos) << body;
+  clobberedOutput.insert(clobberedOutput.find('\n', out), " clobbered");
+  EXPECT_FALSE(parse(withChecksum(clobberedOutput), m, error));
+  EXPECT_NE(error.find("only an input can be clobbered"), std::string::npos)
+      << error;
 }
 
 } // namespace

@@ -418,17 +418,21 @@ public:
 
     // Argument metadata for the module writer and the runtime.
     SmallVector<Attribute> argInfo;
-    auto info = [&](StringRef name, StringRef role, Lin rows, int64_t cols) {
-      return b.getDictionaryAttr(
-          {b.getNamedAttr("name", b.getStringAttr(name)),
-           b.getNamedAttr("role", b.getStringAttr(role)),
-           b.getNamedAttr("rows", linAttr(rows)),
-           b.getNamedAttr("cols", b.getI64IntegerAttr(cols))});
+    auto info = [&](StringRef name, StringRef role, Lin rows, int64_t cols,
+                    bool clobbers = false) {
+      SmallVector<NamedAttribute> fields{
+          b.getNamedAttr("name", b.getStringAttr(name)),
+          b.getNamedAttr("role", b.getStringAttr(role)),
+          b.getNamedAttr("rows", linAttr(rows)),
+          b.getNamedAttr("cols", b.getI64IntegerAttr(cols))};
+      if (clobbers)
+        fields.push_back(b.getNamedAttr("clobbered", b.getUnitAttr()));
+      return b.getDictionaryAttr(fields);
     };
     for (auto [i, arg] : llvm::enumerate(func.getArguments()))
-      newFunc.setArgAttr(
-          1 + i, "fmoe.buffer",
-          info(argName(i, backward), "input", bufs[arg].rows, bufs[arg].cols));
+      newFunc.setArgAttr(1 + i, "fmoe.buffer",
+                         info(argName(i, backward), "input", bufs[arg].rows,
+                              bufs[arg].cols, clobbered.contains(arg)));
     for (auto [j, v] : llvm::enumerate(ret.getOperands())) {
       Buf &out = bufs[v];
       resultRows.push_back(out.rows);
@@ -1473,10 +1477,19 @@ private:
     Value da = temp(op.getLoc(), elt, rows, hidden);
     call(op, "grouped_gemm", {dyv, mem(op.getFc2Weight()), da, offsets},
          gemm("nn", hidden, d, d, 0, hidden, false));
-    // dh = da * act'(h) (GLU: gate and up halves).
-    // Without a GLU, dh has da's shape and each element of dh depends on the
-    // same element of da only: it overwrites da in place.
-    Value dh = glu ? temp(op.getLoc(), elt, rows, hw) : da;
+    // dh = da * act'(h) (GLU: gate and up halves). Each element of dh
+    // depends on the same elements of h and da only, and h has dh's shape:
+    // when this is h's last use (a saved input of the backward), dh
+    // overwrites h, so the memory the forward saved is reused rather than
+    // held next to a copy (the module marks h clobbered); otherwise, without
+    // a GLU, dh overwrites da.
+    Value dh;
+    if (isa<BlockArgument>(op.getH()) && op.getH().hasOneUse()) {
+      dh = h;
+      clobbered.insert(op.getH());
+    } else {
+      dh = glu ? temp(op.getLoc(), elt, rows, hw) : da;
+    }
     launchGroupedRows(
         op, "act_grad", {h, da, offsets, dh}, rows, hidden, 2, groups,
         [&](KB &k, Value r, Value tid, ValueRange m) {
@@ -1726,6 +1739,9 @@ private:
   DenseMap<Value, Buf> bufs;
   DenseMap<Value, Value> outputs;
   SmallVector<Value> temps;
+  /// Input arguments the function overwrites (their last use reuses the
+  /// memory); the module records them so that callers can tell.
+  llvm::SmallDenseSet<Value, 2> clobbered;
 };
 
 struct FMoELowerToRuntimePass

@@ -37,7 +37,8 @@ std::string serialize(const Module &m) {
     os << "program " << p.name << " " << p.function << "\n";
     for (const Buffer &b : p.buffers)
       os << "buffer " << b.name << " " << b.dtype << " " << b.role << " "
-         << sizeStr(b.rows) << " " << b.cols << "\n";
+         << sizeStr(b.rows) << " " << b.cols
+         << (b.clobbered ? " clobbered" : "") << "\n";
     for (const Command &c : p.commands) {
       os << c.kind << " " << c.target << "\n";
       os << "  op " << c.op << "\n";
@@ -232,6 +233,12 @@ bool parse(std::string_view bytes, Module &m, std::string &error) {
         return fail("unknown buffer role '" + b.role + "'");
       if (!readSize(rest, b.rows) || !toInt(word(rest), b.cols) || b.cols < 1)
         return fail("bad buffer size");
+      if (std::string_view flag = word(rest); flag == "clobbered")
+        b.clobbered = true;
+      else if (!flag.empty())
+        return fail("unknown buffer flag '" + std::string(flag) + "'");
+      if (b.clobbered && b.role != "input")
+        return fail("only an input can be clobbered");
       prog->buffers.push_back(b);
     } else if (key == "launch" || key == "call") {
       if (!prog)

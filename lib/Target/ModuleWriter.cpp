@@ -72,6 +72,7 @@ FailureOr<format::Program> buildProgram(func::FuncOp f) {
     b.dtype = dtypeOf(arg.getType());
     b.rows = rowsOf(info.getAs<DenseI64ArrayAttr>("rows"));
     b.cols = info.getAs<IntegerAttr>("cols").getInt();
+    b.clobbered = static_cast<bool>(info.get("clobbered"));
     index[arg] = p.buffers.size();
     p.buffers.push_back(b);
   }

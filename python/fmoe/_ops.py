@@ -80,6 +80,17 @@ def _output_dtypes(handle: int, program: str) -> List[torch.dtype]:
     return _output_dtype_cache[key]
 
 
+def _clobbered_inputs(handle: int, program: str) -> List[bool]:
+    key = (handle, program, "clobbered")
+    if key not in _output_dtype_cache:
+        from .compiler import _module_by_handle
+
+        _output_dtype_cache[key] = [
+            b.clobbered for b in _module_by_handle(handle).programs[program] if b.role == "input"
+        ]
+    return _output_dtype_cache[key]
+
+
 class LayerFunction(torch.autograd.Function):
     """Forward and backward of one compiled MoE layer on ``[T, d_model]`` rows.
 
@@ -106,8 +117,14 @@ class LayerFunction(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         saved = ctx.saved_tensors
         x, weights, rest = saved[0], saved[1 : 1 + ctx.num_weights], saved[1 + ctx.num_weights :]
-        grads = torch.ops.fmoe.run(
-            ctx.handle, "backward", ctx.tokens, [grad_out.contiguous(), x, *weights, *rest], ctx.group
-        )
+        inputs = [grad_out.contiguous(), x, *weights, *rest]
+        grads = torch.ops.fmoe.run(ctx.handle, "backward", ctx.tokens, inputs, ctx.group)
+        # The backward reuses the memory of saved values it has read for the
+        # last time (the pre-activation): mark them modified, so that a second
+        # backward through this graph (retain_graph=True) fails loudly
+        # instead of reading gradients as activations.
+        for t, clobbered in zip(inputs, _clobbered_inputs(ctx.handle, "backward")):
+            if clobbered:
+                torch.autograd.graph.increment_version(t)
         shaped = [g.view(t.shape) for g, t in zip(grads, (x, *weights))]
         return (None, None, None, *shaped)

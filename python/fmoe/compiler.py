@@ -29,7 +29,7 @@ from . import _ops
 __all__ = ["compile", "CompileError", "cache_dir", "emit_mlir"]
 
 #: Bumped with every change that alters the compiled modules.
-COMPILER_ABI = "fmoe-2"
+COMPILER_ABI = "fmoe-3"
 
 _DTYPE_NAMES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
 
@@ -106,6 +106,7 @@ class _Buffer:
     name: str
     dtype: str
     role: str
+    clobbered: bool = False  # an input the program overwrites
 
 
 @dataclass
@@ -143,7 +144,7 @@ def _load(path: Path) -> _ModuleInfo:
             if words[:1] == ["program"]:
                 current = info.programs.setdefault(words[1], [])
             elif words[:1] == ["buffer"] and current is not None:
-                current.append(_Buffer(words[1], words[2], words[3]))
+                current.append(_Buffer(words[1], words[2], words[3], words[-1] == "clobbered"))
     _modules[handle] = info
     return info
 

@@ -9,7 +9,7 @@
 // RUN: fmoe-module-check %t.ep.fmoe | FileCheck %s --check-prefix=EP
 // RUN: fmoe-compile %examples/moe_gelu.mlir --emit-mlir | FileCheck %s --check-prefix=MLIR
 
-// CHECK: module version 2 target sm_90 ptx {{[0-9]+}} bytes
+// CHECK: module version 3 target sm_90 ptx {{[0-9]+}} bytes
 // CHECK: config moe_gelu.activation = gelu
 // CHECK: config moe_gelu.num_experts = 8
 // CHECK: config moe_gelu.top_k = 2

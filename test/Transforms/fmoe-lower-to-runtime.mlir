@@ -38,8 +38,12 @@
 // CHECK: memref.dealloc
 // CHECK: return
 
+// The saved pre-activation h (saved3) is read for the last time by the
+// activation gradient, which writes dh over it: the input is marked
+// clobbered.
 // CHECK-LABEL: func.func @layer_backward(%{{.*}}: index {fmoe.tokens},
 // CHECK-SAME: name = "grad_output"
+// CHECK-SAME: %[[H:[a-z0-9]+]]: memref<?xf32> {fmoe.buffer = {clobbered, cols = 32 : i64, name = "saved3", role = "input"
 // CHECK-SAME: name = "grad_input", role = "output"
 // CHECK-NOT: fmoe_rt_memset
 // CHECK: @fmoe_kernels::@layer_backward_combine_grad_rows
@@ -53,7 +57,7 @@
 // CHECK-SAME: fmoe.param.chunks = 16 : i64
 // CHECK: @fmoe_kernels::@layer_backward_convert
 // CHECK: call @fmoe_rt_grouped_gemm_f32({{.*}}layout = "nn"
-// CHECK: @fmoe_kernels::@layer_backward_act_grad
+// CHECK: @fmoe_kernels::@layer_backward_act_grad {{.*}} args(%[[H]] : memref<?xf32>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xi32>, %[[H]] : memref<?xf32>,
 // CHECK: call @fmoe_rt_grouped_wgrad_f32(
 // CHECK: @fmoe_kernels::@layer_backward_fc1_bias_grad
 // CHECK: call @fmoe_rt_grouped_gemm_f32({{.*}}layout = "nn"

@@ -17,7 +17,7 @@
 namespace fmoe::format {
 
 /// Bumped whenever a reader of the previous version would misread a file.
-constexpr int64_t kVersion = 2;
+constexpr int64_t kVersion = 3;
 constexpr std::string_view kMagic = "fmoe-module";
 
 /// A size that depends on the token count T and, after an expert-parallel
@@ -49,6 +49,9 @@ struct Buffer {
   std::string role;  // input | output | temp
   SizeExpr rows;
   int64_t cols = 1;
+  /// An input the program overwrites (its memory reused once its last
+  /// reader ran): a caller must not read it afterwards.
+  bool clobbered = false;
 };
 
 /// Argument of a command: a buffer index, or the token count.
