@@ -1443,55 +1443,27 @@ private:
           b.getNamedAttr("ldb", b.getI64IntegerAttr(ldb)),
           b.getNamedAttr("local_experts", b.getI64IntegerAttr(local))};
     };
-    // a = act(h) again (cheaper to recompute than to keep).
+    // da = dy W2 first; then one pass over h and da recomputes the
+    // activation a = act(h) (cheaper than keeping it; GLU: act(h_g) * h_u)
+    // for dW2, written over da, and computes dh = da * act'(h) (GLU: gate
+    // and up halves). Each element of a and dh depends on the same elements
+    // of h and da only, which a thread loads before it stores. h has dh's
+    // shape: when this is h's last use (a saved input of the backward), dh
+    // overwrites h, so the memory the forward saved is reused rather than
+    // held next to a copy (the module marks h clobbered).
     // Rows past offsets[G] are never read: no memsets below.
-    Value a = temp(op.getLoc(), elt, rows, hidden);
-    launchGroupedRows(op, "act", {h, offsets, a}, rows, hidden, 1, groups,
-                      [&](KB &k, Value r, Value tid, ValueRange m) {
-                        Value hRow = k.mul(r, k.c(hw));
-                        Value aRow = k.mul(r, k.c(hidden));
-                        k.columns(
-                            tid, hidden,
-                            [&](Value j) {
-                              Value hIdx = k.add(hRow, j);
-                              SmallVector<Value> v{k.ld(m[0], hIdx)};
-                              if (glu)
-                                v.push_back(
-                                    k.ld(m[0], k.add(hIdx, k.c(hidden))));
-                              return v;
-                            },
-                            [&](Value j, ValueRange v) {
-                              Value out = k.act(act, v[0]);
-                              if (glu)
-                                out = k.mul(out, v[1]);
-                              k.st(out, m[2], k.add(aRow, j));
-                            });
-                      });
-    // fc2: dW2[l] = dyᵀ a, db2 = column sums of dy, da = dy W2.
-    Value dw2 = define(op.getGradFc2Weight(), {0, local});
-    call(op, "grouped_wgrad", {dyv, a, dw2, offsets},
-         wgrad(d, hidden, d, 0, hidden));
-    if (op.getGradFc2Bias())
-      groupColumnSum(op, "fc2_bias_grad", dyv, d, 0, d, offsets, groups, local,
-                     define(op.getGradFc2Bias(), {0, local}));
     Value da = temp(op.getLoc(), elt, rows, hidden);
     call(op, "grouped_gemm", {dyv, mem(op.getFc2Weight()), da, offsets},
          gemm("nn", hidden, d, d, 0, hidden, false));
-    // dh = da * act'(h) (GLU: gate and up halves). Each element of dh
-    // depends on the same elements of h and da only, and h has dh's shape:
-    // when this is h's last use (a saved input of the backward), dh
-    // overwrites h, so the memory the forward saved is reused rather than
-    // held next to a copy (the module marks h clobbered); otherwise, without
-    // a GLU, dh overwrites da.
     Value dh;
     if (isa<BlockArgument>(op.getH()) && op.getH().hasOneUse()) {
       dh = h;
       clobbered.insert(op.getH());
     } else {
-      dh = glu ? temp(op.getLoc(), elt, rows, hw) : da;
+      dh = temp(op.getLoc(), elt, rows, hw);
     }
     launchGroupedRows(
-        op, "act_grad", {h, da, offsets, dh}, rows, hidden, 2, groups,
+        op, "act_and_grad", {h, da, offsets, dh}, rows, hidden, 2, groups,
         [&](KB &k, Value r, Value tid, ValueRange m) {
           Value hRow = k.mul(r, k.c(hw)), aRow = k.mul(r, k.c(hidden));
           k.columns(
@@ -1507,15 +1479,25 @@ private:
               [&](Value j, ValueRange v) {
                 Value hIdx = k.add(hRow, j);
                 Value pre = v[0], g = v[1];
+                Value out = k.act(act, pre);
                 if (glu) {
                   k.st(k.mul(k.mul(g, v[2]), k.actGrad(act, pre)), m[3], hIdx);
-                  k.st(k.mul(g, k.act(act, pre)), m[3],
-                       k.add(hIdx, k.c(hidden)));
+                  k.st(k.mul(g, out), m[3], k.add(hIdx, k.c(hidden)));
+                  out = k.mul(out, v[2]);
                 } else {
                   k.st(k.mul(g, k.actGrad(act, pre)), m[3], hIdx);
                 }
+                k.st(out, m[1], k.add(aRow, j));
               });
         });
+    // fc2: dW2[l] = dyᵀ a, db2 = column sums of dy.
+    Value a = da;
+    Value dw2 = define(op.getGradFc2Weight(), {0, local});
+    call(op, "grouped_wgrad", {dyv, a, dw2, offsets},
+         wgrad(d, hidden, d, 0, hidden));
+    if (op.getGradFc2Bias())
+      groupColumnSum(op, "fc2_bias_grad", dyv, d, 0, d, offsets, groups, local,
+                     define(op.getGradFc2Bias(), {0, local}));
     // fc1 (and up): dW1[l] = dh1ᵀ rows, db1, drows = dh1 W1 (+ dhu Wup).
     Value dw1 = define(op.getGradFc1Weight(), {0, local});
     call(op, "grouped_wgrad", {dh, rowsv, dw1, offsets},

@@ -621,8 +621,6 @@ private:
     } else if (k == "bias_act") {
       biasActKernel(c, v(a, 0), v(a, 1), v(a, 2), nb == 4 ? &a[3] : nullptr,
                     true);
-    } else if (k == "act") {
-      biasActKernel(c, v(a, 0), v(a, 1), v(a, 2), nullptr, false);
     } else if (k == "bias") {
       biasKernel(v(a, 0), v(a, 1), v(a, 2));
     } else if (k == "combine") {
@@ -644,7 +642,7 @@ private:
             dot += dout.f((slot / topK) * d + j) * y.f(p * d + j);
         ds.set(slot, dot);
       }
-    } else if (k == "act_grad") {
+    } else if (k == "act_and_grad") {
       actGrad(c, v(a, 0), v(a, 1), v(a, 2), v(a, 3));
     } else if (k == "fc1_bias_grad" || k == "fc2_bias_grad" ||
                k == "gate_bias_grad") {
@@ -686,6 +684,9 @@ private:
     }
   }
 
+  /// dh = da * act'(h) (GLU: both halves), and a = act(h) (GLU:
+  /// act(h_g) * h_u) over da. Element by element, each read before the
+  /// writes (dh may be h).
   static void actGrad(const format::Command &c, View h, View da, View off,
                       View dh) {
     std::string act = enumAttr(c, "activation", "");
@@ -695,13 +696,15 @@ private:
     for (int64_t r = 0; r < used; ++r)
       for (int64_t j = 0; j < hidden; ++j) {
         float pre = h.f(r * hw + j), g = da.f(r * hidden + j);
+        float u = glu ? h.f(r * hw + hidden + j) : 1.0f;
+        float out = activate(act, pre);
         if (glu) {
-          float u = h.f(r * hw + hidden + j);
           dh.set(r * hw + j, g * u * activateGrad(act, pre));
-          dh.set(r * hw + hidden + j, g * activate(act, pre));
+          dh.set(r * hw + hidden + j, g * out);
         } else {
           dh.set(r * hw + j, g * activateGrad(act, pre));
         }
+        da.set(r * hidden + j, out * u);
       }
   }
 

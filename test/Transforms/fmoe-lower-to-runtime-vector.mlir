@@ -29,9 +29,9 @@ func.func @wide(%x: tensor<?x512xbf16>, %wg: tensor<4x512xbf16>, %bg: tensor<4xb
 // CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
 // CHECK: vector.broadcast %{{.*}} : f32 to vector<8xf32>
 // CHECK: vector.store %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
-// CHECK-LABEL: gpu.func @wide_backward_act_grad(
+// CHECK-LABEL: gpu.func @wide_backward_act_and_grad(
 // CHECK-COUNT-2: vector.load %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
-// CHECK: vector.store %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
+// CHECK-COUNT-2: vector.store %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
 
 // From 32 experts on, the gate's logits are a one-group GEMM (offsets from
 // all_rows) and bias_route adds the bias and routes; with fewer, one

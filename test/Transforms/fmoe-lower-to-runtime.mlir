@@ -49,15 +49,16 @@
 // CHECK: @fmoe_kernels::@layer_backward_combine_grad_rows
 // CHECK: @fmoe_kernels::@layer_backward_combine_grad_scores
 // CHECK: @fmoe_kernels::@layer_backward_gather
-// CHECK: @fmoe_kernels::@layer_backward_act
-// CHECK: call @fmoe_rt_grouped_wgrad_f32(
+// da = dy W2, then one pass writes a = act(h) over da and dh over h; dW2
+// reads a from da's buffer.
+// CHECK: call @fmoe_rt_grouped_gemm_f32(%{{.*}}, %{{.*}}, %[[DA:[a-z0-9_]+]], %{{.*}}) {{.*}}layout = "nn"
+// CHECK: @fmoe_kernels::@layer_backward_act_and_grad {{.*}} args(%[[H]] : memref<?xf32>, %[[DA]] : memref<?xf32>, %{{.*}} : memref<?xi32>, %[[H]] : memref<?xf32>,
+// CHECK: call @fmoe_rt_grouped_wgrad_f32(%{{.*}}, %[[DA]],
 // Bias gradients: token slices summed into an f32 accumulator, then stored.
 // CHECK: call @fmoe_rt_memset_f32(
 // CHECK: @fmoe_kernels::@layer_backward_fc2_bias_grad
 // CHECK-SAME: fmoe.param.chunks = 16 : i64
 // CHECK: @fmoe_kernels::@layer_backward_convert
-// CHECK: call @fmoe_rt_grouped_gemm_f32({{.*}}layout = "nn"
-// CHECK: @fmoe_kernels::@layer_backward_act_grad {{.*}} args(%[[H]] : memref<?xf32>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xi32>, %[[H]] : memref<?xf32>,
 // CHECK: call @fmoe_rt_grouped_wgrad_f32(
 // CHECK: @fmoe_kernels::@layer_backward_fc1_bias_grad
 // CHECK: call @fmoe_rt_grouped_gemm_f32({{.*}}layout = "nn"
@@ -91,8 +92,9 @@
 // (which the runtime knows on the host), not on the forward's saved ones.
 // EP-LABEL: func.func @layer_ep2_backward(
 // EP: call @fmoe_rt_all_to_all_f32(%{{.*}}, %{{.*}}, %[[ROWS:.*]], %[[OFF:.*]]) {{.*}}reverse = false
-// EP: call @fmoe_rt_grouped_wgrad_f32(%[[ROWS]], %{{.*}}, %{{.*}}, %[[OFF]])
-// EP: gpu.launch_func @fmoe_kernels::@layer_ep2_backward_act_grad {{.*}} args({{.*}}, %[[OFF]] : memref<?xi32>,
+// EP: call @fmoe_rt_grouped_gemm_f32(%[[ROWS]], %{{.*}}, %{{.*}}, %[[OFF]])
+// EP: gpu.launch_func @fmoe_kernels::@layer_ep2_backward_act_and_grad {{.*}} args({{.*}}, %[[OFF]] : memref<?xi32>,
 // EP-SAME: fmoe.param.rows_per_block = 8 : i64
 // EP-SAME: fmoe.work = array<i64: 0, 0, 32>
+// EP: call @fmoe_rt_grouped_wgrad_f32(%[[ROWS]], %{{.*}}, %{{.*}}, %[[OFF]])
 // EP: call @fmoe_rt_all_to_all_f32(%{{.*}}, %[[OFF]], %{{.*}}, %{{.*}}) {{.*}}reverse = true
