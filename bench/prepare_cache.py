@@ -62,4 +62,11 @@ for world in (2, 4):
             fmoe.compiler.emit_mlir(ep.moe_config(), "moe_layer"), "moe_layer", {"chip": "sm_90"}, False
         )
         count += 1
-print(f"compiled {count} layers into {fmoe.compiler.cache_dir()}")
+# The commit the modules were compiled from (the GPU machine's copy of the
+# tree may not carry an up-to-date .git): run_device.sh reports it.
+import subprocess  # noqa: E402
+
+head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+(fmoe.compiler.cache_dir() / "SOURCE").write_text(f"{head}{' (uncommitted changes)' if dirty else ''}\n")
+print(f"compiled {count} layers into {fmoe.compiler.cache_dir()} from {head}")

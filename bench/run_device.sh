@@ -19,7 +19,8 @@ trap 'tar czf "$dest/$mode.tgz" -C "$out" .' EXIT
 export PYTHONUNBUFFERED=1 FMOE_BUILD_DIR="$PWD/build-gpu"
 export FMOE_CACHE_DIR="$PWD/.fmoe-cache" FMOE_TEST_CACHE_DIR="$PWD/.fmoe-cache"
 nvidia-smi -L | tee "$out/gpu.txt"
-git rev-parse HEAD 2>/dev/null | tee -a "$out/gpu.txt"
+# The commit the carried modules were compiled from (bench/prepare_cache.py).
+echo "source: $(cat .fmoe-cache/SOURCE 2>/dev/null || echo unknown)" | tee -a "$out/gpu.txt"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DFMOE_ENABLE_COMPILER=OFF \
   -DFMOE_ENABLE_TESTS=OFF -DPython3_EXECUTABLE="$(command -v python3)" > "$out/cmake.log" 2>&1 \
   && ninja -C build-gpu fmoe_ops > "$out/build.log" 2>&1 || { tail -30 "$out/cmake.log" "$out/build.log"; exit 1; }
