@@ -107,6 +107,17 @@ def test_activations(activation):
     check_layer(layer, compiled, (7, 3, D_MODEL), torch.float32, activation)
 
 
+@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu"])
+def test_activations_in_vector_bodies(activation):
+    # d_hidden 64: 8 rows of 32 threads per block, 2 columns per access, so
+    # every activation and its gradient is built on vectors (a compile error
+    # or crash here is a compiler bug; the CPU backend then checks numerics).
+    torch.manual_seed(0)
+    layer = fmoe.FMoETransformerMLP(num_expert=4, d_model=D_MODEL, d_hidden=64, top_k=2, activation=activation)
+    compiled = fmoe.compile(layer)
+    check_layer(layer, compiled, (9, D_MODEL), torch.float32, activation)
+
+
 @pytest.mark.parametrize(
     "gate,kw",
     [
@@ -288,3 +299,13 @@ def test_torch_compile_traces_the_layer():
     x = torch.randn(10, D_MODEL)
     traced = torch.compile(compiled, backend="eager")
     assert rel_err(traced(x), compiled(x)) == 0.0
+    # Forward and backward through AOTAutograd (the backward overwrites a
+    # saved value it has read for the last time; the traced graph must
+    # still give the eager gradients).
+    torch._dynamo.reset()
+    x = x.requires_grad_()
+    params = list(layer.parameters())
+    want = torch.autograd.grad(compiled(x).square().sum(), [x, *params])
+    got = torch.autograd.grad(torch.compile(compiled, backend="aot_eager")(x).square().sum(), [x, *params])
+    for a, b in zip(got, want):
+        assert rel_err(a, b) <= 1e-6

@@ -32,7 +32,7 @@ GPU_CONFIGS = [
 # (cuBLAS through torch in bf16, the runtime's kernel in fp16).
 WIDE_CONFIGS = (
     [(4, 2, "gelu", dt, 512, 2048) for dt in DTYPES]
-    + [(4, 2, "swiglu", "bf16", 1024, 1536)]
+    + [(4, 2, act, "bf16", 1024, 1536) for act in ["swiglu", "relu", "gelu_tanh", "geglu"]]
     + [(64, 8, "gelu", dt, 256, 512) for dt in DTYPES]
 )
 

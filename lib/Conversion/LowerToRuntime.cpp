@@ -126,6 +126,15 @@ struct KB {
   Value exp(Value x) { return math::ExpOp::create(b, loc, x); }
   Value sel(Value c, Value x, Value y) {
     std::tie(x, y) = same(x, y);
+    // A vector condition (a comparison in a vector body) selects between
+    // vectors of its shape.
+    if (auto vec = dyn_cast<VectorType>(c.getType());
+        vec && !isa<VectorType>(x.getType())) {
+      x = vector::BroadcastOp::create(
+          b, loc, VectorType::get(vec.getShape(), x.getType()), x);
+      y = vector::BroadcastOp::create(
+          b, loc, VectorType::get(vec.getShape(), y.getType()), y);
+    }
     return arith::SelectOp::create(b, loc, c, x, y);
   }
   Value cmpi(arith::CmpIPredicate p, Value x, Value y) {
@@ -1456,7 +1465,8 @@ private:
     call(op, "grouped_gemm", {dyv, mem(op.getFc2Weight()), da, offsets},
          gemm("nn", hidden, d, d, 0, hidden, false));
     Value dh;
-    if (isa<BlockArgument>(op.getH()) && op.getH().hasOneUse()) {
+    auto savedH = dyn_cast<BlockArgument>(op.getH());
+    if (savedH && savedH.getOwner() == &func.front() && savedH.hasOneUse()) {
       dh = h;
       clobbered.insert(op.getH());
     } else {

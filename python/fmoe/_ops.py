@@ -118,13 +118,16 @@ class LayerFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         x, weights, rest = saved[0], saved[1 : 1 + ctx.num_weights], saved[1 + ctx.num_weights :]
         inputs = [grad_out.contiguous(), x, *weights, *rest]
-        grads = torch.ops.fmoe.run(ctx.handle, "backward", ctx.tokens, inputs, ctx.group)
-        # The backward reuses the memory of saved values it has read for the
-        # last time (the pre-activation): mark them modified, so that a second
-        # backward through this graph (retain_graph=True) fails loudly
-        # instead of reading gradients as activations.
-        for t, clobbered in zip(inputs, _clobbered_inputs(ctx.handle, "backward")):
-            if clobbered:
-                torch.autograd.graph.increment_version(t)
+        try:
+            grads = torch.ops.fmoe.run(ctx.handle, "backward", ctx.tokens, inputs, ctx.group)
+        finally:
+            # The backward reuses the memory of saved values it has read for
+            # the last time (the pre-activation): mark them modified, even
+            # when it failed part way, so that another backward through this
+            # graph (retain_graph=True, or a retry) fails loudly instead of
+            # reading gradients as activations.
+            for t, clobbered in zip(inputs, _clobbered_inputs(ctx.handle, "backward")):
+                if clobbered:
+                    torch.autograd.graph.increment_version(t)
         shaped = [g.view(t.shape) for g, t in zip(grads, (x, *weights))]
         return (None, None, None, *shaped)
