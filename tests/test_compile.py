@@ -107,6 +107,23 @@ def test_activations(activation):
     check_layer(layer, compiled, (7, 3, D_MODEL), torch.float32, activation)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("activation", ["gelu", "swiglu"])
+def test_fine_grained_experts_save_their_rows(activation, dtype):
+    # d_hidden <= d_model: the forward saves the gathered rows for the
+    # backward (which then does not gather them again).
+    torch.manual_seed(0)
+    layer = fmoe.FMoETransformerMLP(num_expert=8, d_model=D_MODEL, d_hidden=16, top_k=4, activation=activation)
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1)
+    layer = layer.to(dtype)
+    compiled = fmoe.compile(layer)
+    for shape in [(1, D_MODEL), (33, D_MODEL)]:
+        check_layer(layer, compiled, shape, dtype, activation)
+
+
 @pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu"])
 def test_activations_in_vector_bodies(activation):
     # d_hidden 64: 8 rows of 32 threads per block, 2 columns per access, so

@@ -34,6 +34,8 @@ WIDE_CONFIGS = (
     [(4, 2, "gelu", dt, 512, 2048) for dt in DTYPES]
     + [(4, 2, act, "bf16", 1024, 1536) for act in ["swiglu", "relu", "gelu_tanh", "geglu"]]
     + [(64, 8, "gelu", dt, 256, 512) for dt in DTYPES]
+    # Fine-grained (d_hidden <= d_model): the forward saves the gathered rows.
+    + [(16, 4, act, "bf16", 512, 256) for act in ["gelu", "swiglu"]]
 )
 
 

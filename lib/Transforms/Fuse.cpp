@@ -46,8 +46,10 @@ void fuseExpert(CombineOp combine) {
   auto expert = combine.getY().getDefiningOp<ExpertOp>();
   if (!expert)
     return;
+  // Rows that are also saved for the backward are gathered anyway:
+  // fusing the gather into the GEMM would gather them twice.
   auto gather = expert.getRows().getDefiningOp<GatherOp>();
-  if (!gather)
+  if (!gather || !gather->hasOneUse())
     return;
   OpBuilder b(combine);
   auto fused = FusedExpertOp::create(

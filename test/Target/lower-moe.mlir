@@ -47,9 +47,15 @@
 // 64 experts: the gate's logits are a GEMM (bf16 operands, f32 result),
 // routed by bias_route.
 // SWIGLU: call @fmoe_rt_grouped_gemm_to_f32_bf16({{.*}}fmoe.op = "fmoe.gate_route"{{.*}}n = 64
-// SWIGLU: call @fmoe_rt_grouped_gemm_gather_bf16({{.*}}c_col = 0 : i64{{.*}}ldc = 2048 : i64{{.*}}n = 1024
-// SWIGLU: call @fmoe_rt_grouped_gemm_gather_bf16({{.*}}c_col = 1024 : i64{{.*}}ldc = 2048 : i64{{.*}}n = 1024
+// Fine-grained experts (d_hidden 1024 <= d_model 2048): the gathered rows
+// are saved for the backward rather than gathered again there, so the
+// forward gathers once (a row kernel) and its GEMMs read the rows.
+// SWIGLU-NOT: grouped_gemm_gather
+// SWIGLU: gpu.launch_func @fmoe_kernels::@moe_swiglu_gather
+// SWIGLU: call @fmoe_rt_grouped_gemm_bf16({{.*}}c_col = 0 : i64{{.*}}ldc = 2048 : i64{{.*}}n = 1024
+// SWIGLU: call @fmoe_rt_grouped_gemm_bf16({{.*}}c_col = 1024 : i64{{.*}}ldc = 2048 : i64{{.*}}n = 1024
 // SWIGLU-LABEL: func.func @moe_swiglu_backward(
+// SWIGLU-NOT: moe_swiglu_backward_gather
 // SWIGLU: call @fmoe_rt_grouped_wgrad_bf16(
 // The gate and up projections write the two halves of h.
 // SWIGLU: call @fmoe_rt_grouped_wgrad_bf16(

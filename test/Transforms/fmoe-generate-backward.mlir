@@ -1,6 +1,7 @@
 // RUN: fmoe-opt %inputs/layer.mlir --fmoe-decompose --fmoe-generate-backward | FileCheck %s
 // RUN: fmoe-opt %inputs/layer_ep2.mlir --fmoe-decompose --fmoe-place-experts --fmoe-generate-backward | FileCheck %s --check-prefix=EP
 // RUN: not fmoe-opt %inputs/layer.mlir --fmoe-decompose --fmoe-fuse --fmoe-generate-backward 2>&1 | FileCheck %s --check-prefix=FUSED
+// RUN: fmoe-opt %inputs/layer_fine.mlir --fmoe-decompose --fmoe-generate-backward --fmoe-fuse | FileCheck %s --check-prefix=FINE
 
 // The forward returns the values its backward reads, after its output.
 // CHECK-LABEL: func.func @layer(
@@ -34,3 +35,16 @@
 // EP-NEXT: fmoe.gather_grad
 
 // FUSED: error: cannot differentiate fused stages: run --fmoe-generate-backward before --fmoe-fuse
+
+// Fine-grained experts (d_hidden 16 <= d_model 32): the forward saves the
+// gathered rows (one of its saved values) instead of the backward gathering
+// them again, and --fmoe-fuse then leaves the gather out
+// of the expert GEMM (the rows are gathered once either way).
+// FINE-LABEL: func.func @fine(
+// FINE-NOT: fmoe.fused_expert
+// FINE: %[[ROWS:[0-9]+]] = fmoe.gather
+// FINE: fmoe.expert %[[ROWS]]
+// FINE: return %{{.*}}, %{{.*}}, %{{.*}}, %[[ROWS]],
+// FINE-LABEL: func.func @fine_backward(
+// FINE-NOT: fmoe.gather %
+// FINE: fmoe.expert_grad

@@ -122,8 +122,11 @@ def FMoEGenerateBackward : Pass<"fmoe-generate-backward", "ModuleOp"> {
     every argument (input, gate weight and bias, expert weights and biases).
     The forward function returns the saved values after its output; it is
     marked `fmoe.backward = @<name>_backward` and `fmoe.num_saved`.
-    The gathered rows are recomputed in the backward (one cheap gather)
-    rather than saved.
+    The gathered rows are recomputed in the backward (one gather) rather
+    than saved, unless the experts are fine-grained (d_hidden <= d_model),
+    where the gather weighs more against the expert GEMMs (then
+    --fmoe-fuse leaves the gather out of the GEMM: it runs once, and the
+    rows are saved).
 
     Before:
 
