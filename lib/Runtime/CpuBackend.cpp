@@ -333,8 +333,10 @@ int64_t localExpertOf(View offsets, int64_t r, int64_t local) {
   return g / (groups / local);
 }
 
+/// h += bias (stored: the backward reads the pre-activation), a = act(h)
+/// (GLU: act(h_gate) * h_up).
 void biasActKernel(const format::Command &c, View h, View offsets, View a,
-                   const BufferRef *bias, bool storePre) {
+                   const BufferRef *bias) {
   std::string act = enumAttr(c, "activation", "");
   int64_t hidden = a.cols(), hw = h.cols();
   int64_t used = offsets.i(offsets.numel() - 1);
@@ -345,8 +347,7 @@ void biasActKernel(const format::Command &c, View h, View offsets, View a,
       float pre = h.f(r * hw + j);
       if (bias) {
         pre += View{bias}.f(l * hidden + j);
-        if (storePre)
-          h.set(r * hw + j, pre);
+        h.set(r * hw + j, pre);
       }
       float out = activate(act, pre);
       if (glu)
@@ -619,8 +620,7 @@ private:
         for (int64_t j = 0; j < d; ++j)
           rows.set(r * d + j, tok.i(r) >= 0 ? x.f(tok.i(r) * d + j) : 0.0f);
     } else if (k == "bias_act") {
-      biasActKernel(c, v(a, 0), v(a, 1), v(a, 2), nb == 4 ? &a[3] : nullptr,
-                    true);
+      biasActKernel(c, v(a, 0), v(a, 1), v(a, 2), nb == 4 ? &a[3] : nullptr);
     } else if (k == "bias") {
       biasKernel(v(a, 0), v(a, 1), v(a, 2));
     } else if (k == "combine") {
