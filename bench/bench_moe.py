@@ -3,7 +3,9 @@ on the GPU: fmoe's compiled layer against, in the same run,
   (a) loop:        a PyTorch loop over the experts (the Hugging Face style),
   (b) grouped_mm:  sort + torch._grouped_mm + index_add in PyTorch,
   (c) dense:       the same expert FLOPs as one dense MLP over T*k rows (cuBLAS),
-                   the bound fmoe is measured against.
+                   the bound fmoe is measured against;
+and fmoe_graph: fmoe's step replayed from a CUDA graph (what is left without
+the host's launch overhead; not a baseline).
 Median of CUDA-event timings after warm-up, fresh random inputs every
 iteration; peak memory beside each. Prints a table and writes JSON.
 
@@ -135,6 +137,46 @@ def time_it(fn, s, backward, params, warmup=3, iters=10, rows=None):
     return statistics.median(times), peak
 
 
+def time_graph(fn, s, backward, params, warmup=3, iters=10):
+    """The same step replayed from a CUDA graph (a static input refilled
+    with fresh random values each time): the step without the host's launch
+    overhead and start-up latency, i.e. how much of the eager time is the
+    GPU waiting for the host."""
+    x = torch.randn(s["T"], s["d"], device="cuda", dtype=torch.bfloat16, requires_grad=backward)
+    g = torch.randn_like(x) if backward else None
+
+    def step():
+        y = fn(x)
+        return torch.autograd.grad(y, [x, *params], g) if backward else y
+
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()  # noqa: F841 (kept alive for the replays)
+    times = []
+    for _ in range(iters):
+        fresh = torch.randn(s["T"], s["d"], device="cuda", dtype=torch.bfloat16)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        with torch.no_grad():
+            x.copy_(fresh)
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**30
+    del graph
+    return statistics.median(times), peak
+
+
 def profile(fn, params, s, name):
     """Per-kernel GPU time of one fmoe forward+backward."""
     from torch.profiler import ProfilerActivity, profile as prof
@@ -178,7 +220,7 @@ def flops(s, backward):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default=",".join(SHAPES))
-    ap.add_argument("--impls", default="fmoe,loop,grouped_mm,dense")
+    ap.add_argument("--impls", default="fmoe,fmoe_graph,loop,grouped_mm,dense")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--profile", action="store_true", help="per-kernel times of fmoe's fwd+bwd")
@@ -197,6 +239,8 @@ def main():
         for impl in args.impls.split(","):
             if impl == "fmoe":
                 impls[impl] = (fmoe.compile(layer), params)
+            elif impl == "fmoe_graph":
+                impls[impl] = (fmoe.compile(layer), params)
             elif impl == "loop":
                 impls[impl] = (loop_moe(layer, act), params)
             elif impl == "grouped_mm":
@@ -213,7 +257,10 @@ def main():
             for impl, (fn, ps) in impls.items():
                 try:
                     nrows = s["T"] * s["k"] if impl == "dense" else None
-                    ms, peak = time_it(fn, s, backward, ps, iters=args.iters, rows=nrows)
+                    if impl == "fmoe_graph":
+                        ms, peak = time_graph(fn, s, backward, ps, iters=args.iters)
+                    else:
+                        ms, peak = time_it(fn, s, backward, ps, iters=args.iters, rows=nrows)
                 except Exception as e:  # report, keep measuring the others
                     print(f"{name:15} {impl:11} {'fwd+bwd' if backward else 'fwd':8} failed: {e}")
                     continue

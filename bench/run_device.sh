@@ -3,13 +3,15 @@
 # torch extension with the compiler off, run the GPU tests and the benchmark.
 # The compiled modules come from .fmoe-cache (carried; fill it here first with
 #   FMOE_CACHE_DIR=.fmoe-cache python3 bench/prepare_cache.py).
-# Usage (device tool): bash bench/run_device.sh [ep] [bench args...]
-#   (results go to $OUT/single.tgz or $OUT/ep.tgz). With `ep` (a machine of several GPUs):
-#   the NCCL tests and bench/bench_ep.py on 1, 2, ... all GPUs instead.
+# Usage (device tool): bash bench/run_device.sh [ep|bench] [bench args...]
+#   (results go to $OUT/single.tgz, $OUT/ep.tgz or $OUT/bench.tgz). With `ep` (a machine of
+#   several GPUs): the NCCL tests and bench/bench_ep.py on 1, 2, ... all GPUs instead; with
+#   `bench`: only bench/bench_moe.py (no tests, no demo).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=single
 [ "${1:-}" = ep ] && mode=ep
+[ "${1:-}" = bench ] && mode=bench
 # Logs are written to a scratch folder and packed into one archive,
 # $OUT/<mode>.tgz (the device tool brings back only a few files).
 dest="${OUT:-bench/out}"
@@ -36,6 +38,11 @@ if [ "${1:-}" = ep ]; then
     torchrun --standalone --nproc-per-node "$n" bench/bench_ep.py --json "$out/ep-${n}gpu.json" "$@" \
       2>&1 | grep -v "^W\|OMP_NUM_THREADS\|^\*\*\*" | tee "$out/ep-${n}gpu.log"
   done
+  exit 0
+fi
+if [ "$mode" = bench ]; then
+  shift
+  python3 bench/bench_moe.py --json "$out/bench.json" "$@" 2>&1 | tee "$out/bench.log"
   exit 0
 fi
 echo "== GPU tests"
