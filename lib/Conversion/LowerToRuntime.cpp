@@ -61,9 +61,9 @@ int64_t dim(Value v, unsigned i) {
 class FunctionLowering {
 public:
   FunctionLowering(ModuleOp module, gpu::GPUModuleOp kernels, func::FuncOp func,
-                   ArrayRef<Lin> savedRows)
+                   ArrayRef<Lin> savedRows, bool keepSaved)
       : module(module), kernels(kernels), func(func), savedRows(savedRows),
-        b(func.getContext()) {}
+        keepSaved(keepSaved), b(func.getContext()) {}
 
   /// Rows of the forward function's results (for its backward).
   SmallVector<Lin> resultRows;
@@ -1144,14 +1144,16 @@ private:
     // of h and da only, which a thread loads before it stores. h has dh's
     // shape: when this is h's last use (a saved input of the backward), dh
     // overwrites h, so the memory the forward saved is reused rather than
-    // held next to a copy (the module marks h clobbered).
+    // held next to a copy (the module marks h clobbered), unless
+    // --keep-saved asks for saved inputs to stay intact.
     // Rows past offsets[G] are never read: no memsets below.
     Value da = temp(op.getLoc(), elt, rows, hidden);
     call(op, "grouped_gemm", {dyv, mem(op.getFc2Weight()), da, offsets},
          gemm("nn", hidden, d, d, 0, hidden, false));
     Value dh;
     auto savedH = dyn_cast<BlockArgument>(op.getH());
-    if (savedH && savedH.getOwner() == &func.front() && savedH.hasOneUse()) {
+    if (savedH && savedH.getOwner() == &func.front() && savedH.hasOneUse() &&
+        !keepSaved) {
       dh = h;
       clobbered.insert(op.getH());
     } else {
@@ -1410,6 +1412,8 @@ private:
   gpu::GPUModuleOp kernels;
   func::FuncOp func, newFunc;
   ArrayRef<Lin> savedRows;
+  /// Never write over a saved input (--keep-saved).
+  bool keepSaved;
   OpBuilder b;
   Value tokens;
   Value received; // R in the IR, once known (see lin())
@@ -1448,7 +1452,7 @@ struct FMoELowerToRuntimePass
       SmallVector<Lin> saved;
       if (auto fwd = f->getAttrOfType<FlatSymbolRefAttr>("fmoe.forward"))
         saved = savedRowsOf.lookup(fwd.getValue());
-      FunctionLowering lowering(module, kernels, f, saved);
+      FunctionLowering lowering(module, kernels, f, saved, keepSaved);
       std::string name = f.getName().str();
       if (failed(lowering.run()))
         return signalPassFailure();

@@ -20,7 +20,8 @@ void mlir::fmoe::buildLowerMoePipeline(OpPassManager &pm,
       options.worldSize, options.strategy, options.loadProfile}));
   pm.addPass(createFMoEGenerateBackward());
   pm.addPass(createFMoEFuse(FMoEFuseOptions{options.gatherCombine}));
-  pm.addPass(createFMoELowerToRuntime(FMoELowerToRuntimeOptions{options.chip}));
+  pm.addPass(createFMoELowerToRuntime(
+      FMoELowerToRuntimeOptions{options.chip, options.keepSaved}));
   // Kernels: NVVM, then PTX text (format=isa needs no ptxas).
   GpuNVVMAttachTargetOptions target;
   target.chip = options.chip;

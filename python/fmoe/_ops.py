@@ -115,7 +115,17 @@ class LayerFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        saved = ctx.saved_tensors
+        try:
+            saved = ctx.saved_tensors
+        except RuntimeError as e:
+            if "modified by an inplace operation" in str(e) and any(_clobbered_inputs(ctx.handle, "backward")):
+                raise RuntimeError(
+                    "fmoe: a second backward through an MoE layer's graph. Its first backward "
+                    "reused the memory of the activations the forward saved. To back-propagate "
+                    "through one graph more than once (retain_graph=True), compile with "
+                    "fmoe.compile(..., keep_saved=True)."
+                ) from e
+            raise
         x, weights, rest = saved[0], saved[1 : 1 + ctx.num_weights], saved[1 + ctx.num_weights :]
         inputs = [grad_out.contiguous(), x, *weights, *rest]
         try:

@@ -368,6 +368,7 @@ def compile(
     recompile: bool = False,
     chip: str = "sm_90",
     placement: Optional[str] = None,
+    keep_saved: bool = False,
     **options: Any,
 ) -> nn.Module:
     """Compile every MoE layer of ``module`` (or ``module`` itself if it is one).
@@ -379,8 +380,12 @@ def compile(
     the cache. ``placement`` chooses where an expert-parallel layer's experts
     live ("contiguous", FastMoE's and the default; "round-robin"; "balanced"
     with ``load_profile=<file>``): rank r's local expert slots then hold its
-    experts in ascending global id. Other keyword options go to
-    ``fmoe-compile``.
+    experts in ascending global id. By default a layer's backward writes its
+    gradients over the activation the forward saved, once it has read it for
+    the last time: one buffer of ``T*top_k x d_hidden`` less at the peak, but
+    a graph can then be back-propagated only once. ``keep_saved=True`` keeps
+    the saved values intact, for ``retain_graph=True`` and several backward
+    passes through one graph. Other keyword options go to ``fmoe-compile``.
 
     Raises:
         CompileError: a layer cannot be compiled (the message names the layer
@@ -392,6 +397,8 @@ def compile(
     opts = {"chip": chip, **{k.replace("_", "-"): v for k, v in options.items()}}
     if placement is not None:
         opts["strategy"] = placement
+    if keep_saved:
+        opts["keep-saved"] = "true"
     count = [0]
     compiled = _rebuild(module, "", opts, recompile, count)
     if count[0] == 0:

@@ -1,5 +1,6 @@
 // RUN: fmoe-opt %inputs/layer.mlir --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s
 // RUN: fmoe-opt %inputs/layer_ep2.mlir --fmoe-decompose --fmoe-place-experts --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s --check-prefix=EP
+// RUN: fmoe-opt %inputs/layer.mlir --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime=keep-saved=true | FileCheck %s --check-prefix=KEEP
 
 // Destination-passing style on flat buffers: the token count, the inputs,
 // then the outputs (the layer output and the saved values), each described
@@ -98,3 +99,8 @@
 // EP-SAME: fmoe.work = array<i64: 0, 0, 32>
 // EP: call @fmoe_rt_grouped_wgrad_f32(%[[ROWS]], %{{.*}}, %{{.*}}, %[[OFF]])
 // EP: call @fmoe_rt_all_to_all_f32(%{{.*}}, %[[OFF]], %{{.*}}, %{{.*}}) {{.*}}reverse = true
+
+// With keep-saved, no saved input is written over: dh gets its own buffer.
+// KEEP-LABEL: func.func @layer_backward(
+// KEEP-NOT: clobbered
+// KEEP: @fmoe_kernels::@layer_backward_act_and_grad {{.*}} args(%[[H:[a-z0-9_]+]] : memref<?xf32>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xi32>, %[[DH:alloc[a-z0-9_]*]] : memref<?xf32>,

@@ -43,6 +43,11 @@ int main(int argc, char **argv) {
       "no-gather-combine",
       cl::desc("keep gather and combine out of the expert GEMMs"),
       cl::init(false));
+  static cl::opt<bool> keepSaved(
+      "keep-saved",
+      cl::desc("never write over the backward's saved inputs (a graph can "
+               "then be back-propagated more than once)"),
+      cl::init(false));
   static cl::opt<bool> emitMlir(
       "emit-mlir", cl::desc("print the lowered IR instead of the module"),
       cl::init(false));
@@ -72,6 +77,7 @@ int main(int argc, char **argv) {
   options.chip = chip;
   options.toolkit = toolkit;
   options.gatherCombine = !noGatherCombine;
+  options.keepSaved = keepSaved;
   PassManager pm(&context);
   mlir::fmoe::buildLowerMoePipeline(pm, options);
   if (failed(pm.run(*module)))

@@ -45,6 +45,10 @@ struct LowerMoeOptions : public PassPipelineOptions<LowerMoeOptions> {
       llvm::cl::init(true)};
   PassOptions::Option<std::string> chip{
       *this, "chip", llvm::cl::desc("target GPU"), llvm::cl::init("sm_90")};
+  PassOptions::Option<bool> keepSaved{
+      *this, "keep-saved",
+      llvm::cl::desc("never write over the backward's saved inputs"),
+      llvm::cl::init(false)};
   PassOptions::Option<std::string> toolkit{
       *this, "cuda-toolkit",
       llvm::cl::desc("CUDA toolkit with libdevice (empty: MLIR's default)"),

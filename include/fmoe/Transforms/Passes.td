@@ -183,7 +183,11 @@ def FMoELowerToRuntime : Pass<"fmoe-lower-to-runtime", "ModuleOp"> {
                            "::mlir::scf::SCFDialect", "::mlir::math::MathDialect",
                            "::mlir::vector::VectorDialect"];
   let options = [
-    Option<"chip", "chip", "std::string", /*default=*/"\"sm_90\"", "target GPU">
+    Option<"chip", "chip", "std::string", /*default=*/"\"sm_90\"", "target GPU">,
+    Option<"keepSaved", "keep-saved", "bool", /*default=*/"false",
+           "never write over the backward's saved inputs (so that a graph can "
+           "be back-propagated more than once), at one buffer more of peak "
+           "memory">
   ];
 }
 
