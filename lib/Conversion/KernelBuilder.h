@@ -60,25 +60,24 @@ struct KB {
   static bool isFloat(Value v) {
     return isa<FloatType>(getElementTypeOrSelf(v.getType()));
   }
-  Value add(Value x, Value y) {
+  /// x op y on operands brought to one shape: FOp on floats, IOp on
+  /// integers and indices.
+  template <typename FOp, typename IOp> Value binary(Value x, Value y) {
     std::tie(x, y) = same(x, y);
-    return isFloat(x) ? Value(arith::AddFOp::create(b, loc, x, y))
-                      : Value(arith::AddIOp::create(b, loc, x, y));
+    return isFloat(x) ? Value(FOp::create(b, loc, x, y))
+                      : Value(IOp::create(b, loc, x, y));
+  }
+  Value add(Value x, Value y) {
+    return binary<arith::AddFOp, arith::AddIOp>(x, y);
   }
   Value sub(Value x, Value y) {
-    std::tie(x, y) = same(x, y);
-    return isFloat(x) ? Value(arith::SubFOp::create(b, loc, x, y))
-                      : Value(arith::SubIOp::create(b, loc, x, y));
+    return binary<arith::SubFOp, arith::SubIOp>(x, y);
   }
   Value mul(Value x, Value y) {
-    std::tie(x, y) = same(x, y);
-    return isFloat(x) ? Value(arith::MulFOp::create(b, loc, x, y))
-                      : Value(arith::MulIOp::create(b, loc, x, y));
+    return binary<arith::MulFOp, arith::MulIOp>(x, y);
   }
   Value div(Value x, Value y) {
-    std::tie(x, y) = same(x, y);
-    return isFloat(x) ? Value(arith::DivFOp::create(b, loc, x, y))
-                      : Value(arith::DivUIOp::create(b, loc, x, y));
+    return binary<arith::DivFOp, arith::DivUIOp>(x, y);
   }
   Value max(Value x, Value y) {
     std::tie(x, y) = same(x, y);
@@ -90,14 +89,7 @@ struct KB {
     std::tie(x, y) = same(x, y);
     // A vector condition (a comparison in a vector body) selects between
     // vectors of its shape.
-    if (auto vec = dyn_cast<VectorType>(c.getType());
-        vec && !isa<VectorType>(x.getType())) {
-      x = vector::BroadcastOp::create(
-          b, loc, VectorType::get(vec.getShape(), x.getType()), x);
-      y = vector::BroadcastOp::create(
-          b, loc, VectorType::get(vec.getShape(), y.getType()), y);
-    }
-    return arith::SelectOp::create(b, loc, c, x, y);
+    return arith::SelectOp::create(b, loc, c, splat(x, c), splat(y, c));
   }
   Value cmpi(arith::CmpIPredicate p, Value x, Value y) {
     return arith::CmpIOp::create(b, loc, p, x, y);
