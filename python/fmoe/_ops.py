@@ -66,29 +66,21 @@ def _register_fake() -> None:
 
 
 _DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16, "i32": torch.int32}
-_output_dtype_cache: dict = {}
+
+
+def _program(handle: int, program: str) -> list:
+    """The buffers of `program` of module `handle` (parsed when it was loaded)."""
+    from .compiler import _module_by_handle
+
+    return _module_by_handle(handle).programs[program]
 
 
 def _output_dtypes(handle: int, program: str) -> List[torch.dtype]:
-    key = (handle, program)
-    if key not in _output_dtype_cache:
-        from .compiler import _module_by_handle
-
-        _output_dtype_cache[key] = [
-            _DTYPES[b.dtype] for b in _module_by_handle(handle).programs[program] if b.role == "output"
-        ]
-    return _output_dtype_cache[key]
+    return [_DTYPES[b.dtype] for b in _program(handle, program) if b.role == "output"]
 
 
 def _clobbered_inputs(handle: int, program: str) -> List[bool]:
-    key = (handle, program, "clobbered")
-    if key not in _output_dtype_cache:
-        from .compiler import _module_by_handle
-
-        _output_dtype_cache[key] = [
-            b.clobbered for b in _module_by_handle(handle).programs[program] if b.role == "input"
-        ]
-    return _output_dtype_cache[key]
+    return [b.clobbered for b in _program(handle, program) if b.role == "input"]
 
 
 class LayerFunction(torch.autograd.Function):
