@@ -102,8 +102,9 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
         .target_device(at::Device(at::kCUDA, device))
         .make_tensor();
   };
-  auto matrix = [&](const BufferRef &b, int64_t ld) {
-    return view(b.data, {b.numel / ld, ld}, at::kBFloat16);
+  auto matrix = [&](const BufferRef &b, int64_t ld,
+                    at::ScalarType type = at::kBFloat16) {
+    return view(b.data, {b.numel / ld, ld}, type);
   };
   // 16-byte alignment of every row start, as torch's grouped GEMM requires.
   auto aligned = [](int64_t elems) { return elems % 8 == 0; };
@@ -153,8 +154,7 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
     // leaves them (the offsets stay on the device).
     if (local != 1 || groups != 1 || accumulate || !nt)
       return false;
-    at::Tensor dst = view(cBuf.data, {cBuf.numel / ldc, ldc}, at::kFloat)
-                         .slice(1, cCol, cCol + n);
+    at::Tensor dst = matrix(cBuf, ldc, at::kFloat).slice(1, cCol, cCol + n);
     int64_t rows = std::min(a.size(0), dst.size(0));
     if (rows == 0)
       return true;
