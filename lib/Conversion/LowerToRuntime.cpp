@@ -579,6 +579,21 @@ private:
     return e >= 32 && (e * bytes) % 16 == 0 && (d * bytes) % 16 == 0;
   }
 
+  /// The attributes of a grouped GEMM that writes c[:, cCol:cCol+n] from
+  /// kdim columns of a (leading dimensions lda, ldc) over `local` local
+  /// experts.
+  SmallVector<NamedAttribute> gemmAttrs(StringRef layout, int64_t n,
+                                        int64_t kdim, int64_t lda, int64_t ldc,
+                                        int64_t cCol, int64_t local) {
+    return {b.getNamedAttr("layout", b.getStringAttr(layout)),
+            b.getNamedAttr("n", b.getI64IntegerAttr(n)),
+            b.getNamedAttr("k", b.getI64IntegerAttr(kdim)),
+            b.getNamedAttr("lda", b.getI64IntegerAttr(lda)),
+            b.getNamedAttr("ldc", b.getI64IntegerAttr(ldc)),
+            b.getNamedAttr("c_col", b.getI64IntegerAttr(cCol)),
+            b.getNamedAttr("local_experts", b.getI64IntegerAttr(local))};
+  }
+
   /// Group offsets {0, T}: one group holding every row, for the gate's
   /// GEMMs.
   Value allRows(Operation *op) {
@@ -609,13 +624,7 @@ private:
       bool mixed = elementOf(op.getInput()) != elementOf(op.getLogits());
       call(op, mixed ? "grouped_gemm_to_f32" : "grouped_gemm",
            {mem(op.getInput()), mem(op.getWeight()), logits, allRows(op)},
-           {b.getNamedAttr("layout", b.getStringAttr("nt")),
-            b.getNamedAttr("n", b.getI64IntegerAttr(e)),
-            b.getNamedAttr("k", b.getI64IntegerAttr(d)),
-            b.getNamedAttr("lda", b.getI64IntegerAttr(d)),
-            b.getNamedAttr("ldc", b.getI64IntegerAttr(e)),
-            b.getNamedAttr("c_col", b.getI64IntegerAttr(0)),
-            b.getNamedAttr("local_experts", b.getI64IntegerAttr(1))});
+           gemmAttrs("nt", e, d, d, e, 0, 1));
       SmallVector<Value> args{logits, indices, scores, counts};
       if (bias)
         args.push_back(mem(op.getBias()));
@@ -787,26 +796,15 @@ private:
     int64_t hw = glu ? 2 * hidden : hidden;
     Value h = define(hRes, rows);
     Value y = define(yRes, rows);
-    auto gemmAttrs = [&](StringRef layout, int64_t n, int64_t kdim, int64_t lda,
-                         int64_t ldc, int64_t cCol) {
-      return SmallVector<NamedAttribute>{
-          b.getNamedAttr("layout", b.getStringAttr(layout)),
-          b.getNamedAttr("n", b.getI64IntegerAttr(n)),
-          b.getNamedAttr("k", b.getI64IntegerAttr(kdim)),
-          b.getNamedAttr("lda", b.getI64IntegerAttr(lda)),
-          b.getNamedAttr("ldc", b.getI64IntegerAttr(ldc)),
-          b.getNamedAttr("c_col", b.getI64IntegerAttr(cCol)),
-          b.getNamedAttr("local_experts", b.getI64IntegerAttr(local))};
-    };
     // Rows past offsets[G] are never read: no memsets.
     auto fc1Gemm = [&](Value w, int64_t cCol) {
       if (tokenOf)
         call(op, "grouped_gemm_gather",
              {mem(rowsSrc), mem(tokenOf), mem(w), h, mem(offsets)},
-             gemmAttrs("nt", hidden, d, d, hw, cCol));
+             gemmAttrs("nt", hidden, d, d, hw, cCol, local));
       else
         call(op, "grouped_gemm", {mem(rowsSrc), mem(w), h, mem(offsets)},
-             gemmAttrs("nt", hidden, d, d, hw, cCol));
+             gemmAttrs("nt", hidden, d, d, hw, cCol, local));
     };
     fc1Gemm(fc1, 0);
     if (glu)
@@ -848,7 +846,7 @@ private:
               });
         });
     call(op, "grouped_gemm", {a, mem(fc2), y, mem(offsets)},
-         gemmAttrs("nt", d, hidden, hidden, d, 0));
+         gemmAttrs("nt", d, hidden, hidden, d, 0, local));
     if (fc2Bias)
       launchGroupedRows(
           op, "bias", {y, mem(offsets), mem(fc2Bias)}, rows, d, 1, groups,
@@ -1116,16 +1114,11 @@ private:
     Type elt = elementOf(op.getGradY());
     auto gemm = [&](StringRef layout, int64_t n, int64_t kdim, int64_t lda,
                     int64_t aCol, int64_t ldc, bool accumulate) {
-      return SmallVector<NamedAttribute>{
-          b.getNamedAttr("layout", b.getStringAttr(layout)),
-          b.getNamedAttr("n", b.getI64IntegerAttr(n)),
-          b.getNamedAttr("k", b.getI64IntegerAttr(kdim)),
-          b.getNamedAttr("lda", b.getI64IntegerAttr(lda)),
-          b.getNamedAttr("a_col", b.getI64IntegerAttr(aCol)),
-          b.getNamedAttr("ldc", b.getI64IntegerAttr(ldc)),
-          b.getNamedAttr("c_col", b.getI64IntegerAttr(0)),
-          b.getNamedAttr("accumulate", b.getBoolAttr(accumulate)),
-          b.getNamedAttr("local_experts", b.getI64IntegerAttr(local))};
+      SmallVector<NamedAttribute> attrs =
+          gemmAttrs(layout, n, kdim, lda, ldc, 0, local);
+      attrs.push_back(b.getNamedAttr("a_col", b.getI64IntegerAttr(aCol)));
+      attrs.push_back(b.getNamedAttr("accumulate", b.getBoolAttr(accumulate)));
+      return attrs;
     };
     auto wgrad = [&](int64_t m, int64_t n, int64_t lda, int64_t aCol,
                      int64_t ldb) {
