@@ -40,7 +40,7 @@ count += 1
 import test_distributed  # noqa: E402
 
 for world in (2, 4):
-    for strategy in ("contiguous", "round-robin"):
+    for strategy, shadow in (("contiguous", None), ("round-robin", None), ("contiguous", "1")):
         with torch.device("meta"):
             ep = fmoe.FMoETransformerMLP(
                 num_expert=test_distributed.LOCAL, d_model=test_distributed.D_MODEL,
@@ -49,7 +49,7 @@ for world in (2, 4):
         cfg = ep.moe_config()
         fmoe.compiler._compile_ir(
             fmoe.compiler.emit_mlir(cfg, "moe_layer"), "moe_layer",
-            {"chip": "sm_90", "strategy": strategy}, False,
+            {"chip": "sm_90", "strategy": strategy, **({"shadow": shadow} if shadow else {})}, False,
         )
         count += 1
 # bench/bench_ep.py: the benchmark shapes with the experts over 2 and 4 GPUs.

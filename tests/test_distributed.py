@@ -78,7 +78,12 @@ def placement(world, strategy, load=None):
     return rank_of
 
 
-def _worker(rank, world, port, strategy, cache, top_k, fail, device="cpu", counts=None):
+def hottest(load, n):
+    """The n most loaded experts, heaviest first, ties to the lower id."""
+    return sorted(range(len(load)), key=lambda e: (-load[e], e))[:n]
+
+
+def _worker(rank, world, port, strategy, cache, top_k, fail, device="cpu", counts=None, shadow=None):
     os.environ["FMOE_CACHE_DIR"] = cache
     with rank_process():
         if device == "cuda":
@@ -93,13 +98,18 @@ def _worker(rank, world, port, strategy, cache, top_k, fail, device="cpu", count
                     p.normal_(0, 0.1)
         load = None
         options = {"placement": strategy}
-        if strategy == "balanced":
+        if strategy == "balanced" or isinstance(shadow, int):
             # The same measured profile on every rank: routing of a fixed batch.
             sample = torch.randn(64, D_MODEL, generator=torch.Generator().manual_seed(9))
             profile = fmoe.record_load(ref, [sample.to(device)])
             load = profile[""]
             options["load_profile"] = profile
             assert sum(load) == 64 * 2 and len(load) == total
+        if shadow is not None:
+            options["shadow"] = shadow
+            # Balanced placement counts a shadowed expert's load as spread.
+            hot = hottest(load, shadow) if isinstance(shadow, int) else shadow
+            load = load and [0.0 if e in hot else v for e, v in enumerate(load)]
         rank_of = placement(world, strategy, load)
         mine = [e for e in range(total) if rank_of[e] == rank]
         k = top_k[rank] if isinstance(top_k, list) else 2
@@ -147,14 +157,30 @@ def _worker(rank, world, port, strategy, cache, top_k, fail, device="cpu", count
             assert rel_err(got[n], w) <= 1e-5, f"rank {rank} grad {n}: {rel_err(got[n], w)}"
 
 
-def spawn(world, strategy, cache, top_k=None, fail=None, device="cpu", counts=None):
-    run_ranks(_worker, world, strategy, str(cache), top_k, fail, device, counts)
+def spawn(world, strategy, cache, top_k=None, fail=None, device="cpu", counts=None, shadow=None):
+    run_ranks(_worker, world, strategy, str(cache), top_k, fail, device, counts, shadow)
 
 
 @pytest.mark.parametrize("world", [2, 4])
 @pytest.mark.parametrize("strategy", ["contiguous", "round-robin", "balanced"])
 def test_expert_parallel_matches_single_process(world, strategy, tmp_path):
     spawn(world, strategy, tmp_path)
+
+
+SHADOW_CASES = [
+    (2, "contiguous", [1]),
+    (4, "round-robin", [0, 5]),
+    (2, "balanced", 1),
+    (4, "balanced", 2),
+]
+
+
+@pytest.mark.parametrize("world,strategy,shadow", SHADOW_CASES)
+def test_shadowed_experts_match_single_process(world, strategy, shadow, tmp_path):
+    """Hot experts replicated on every rank (a list of ids, or the N most
+    loaded of a recorded profile): the same output and gradients as the
+    one-process layer; the owner's gradient holds every rank's share."""
+    spawn(world, strategy, tmp_path, shadow=shadow)
 
 
 @pytest.mark.gpu
@@ -166,6 +192,14 @@ def test_expert_parallel_over_nccl(world, strategy):
     # The GPU machine has no compiler: modules come from the shared cache
     # (bench/prepare_cache.py compiles these configurations).
     spawn(world, strategy, os.environ["FMOE_CACHE_DIR"], device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("world", [2, 4])
+def test_shadowed_experts_over_nccl(world):
+    if torch.cuda.device_count() < world:
+        pytest.skip(f"needs {world} GPUs, this machine has {torch.cuda.device_count()}")
+    spawn(world, "contiguous", os.environ["FMOE_CACHE_DIR"], device="cuda", shadow=[1])
 
 
 def test_ranks_that_disagree_get_an_error(tmp_path):
@@ -282,3 +316,14 @@ def test_a_rank_whose_experts_receive_nothing(tokens, tmp_path):
 
 def test_a_dead_rank_gives_an_error_not_a_hang(tmp_path):
     run_ranks(_dying_worker, 2, str(tmp_path))
+
+
+def test_shadow_arguments_are_checked():
+    layer = fmoe.FMoETransformerMLP(num_expert=2, d_model=D_MODEL, d_hidden=D_HIDDEN, world_size=2)
+    with pytest.raises(ValueError, match="needs load_profile"):
+        fmoe.compile(layer, shadow=1)
+    with pytest.raises(ValueError, match="non-negative"):
+        fmoe.compile(layer, shadow=-1)
+    for bad in ("hot", True, [1.5]):
+        with pytest.raises(TypeError, match="shadow must be"):
+            fmoe.compile(layer, shadow=bad)

@@ -99,4 +99,36 @@ TEST(Placement, LoadProfileParsing) {
   EXPECT_NE(error.find("3 entries"), std::string::npos);
 }
 
+TEST(Placement, ShadowedExpertsComeLastInTheGroupOrder) {
+  // Contiguous over 2 ranks, expert 1 (rank 0) and expert 2 (rank 1)
+  // shadowed: each rank block loses its shadowed expert.
+  std::vector<int64_t> rankOf{0, 0, 1, 1};
+  EXPECT_EQ(expertGroupOrder(rankOf, 2, {2, 1}),
+            (std::vector<int64_t>{0, 3, 2, 1}));
+  EXPECT_EQ(expertGroupOrder(rankOf, 2), (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(localSlots({1, 0, 1, 0}, 2), (std::vector<int64_t>{0, 0, 1, 1}));
+}
+
+TEST(Placement, HottestExperts) {
+  std::string error;
+  EXPECT_EQ(hottestExperts({1, 5, 5, 2}, 2, error),
+            (std::vector<int64_t>{1, 2})); // ties: lower id first
+  EXPECT_TRUE(hottestExperts({1, 5, 5, 2}, 0, error).empty());
+  EXPECT_TRUE(error.empty());
+  EXPECT_TRUE(hottestExperts({1, 5}, 2, error).empty());
+  EXPECT_NE(error.find("cannot shadow 2 of 2 experts"), std::string::npos);
+}
+
+TEST(Placement, ParsesExpertLists) {
+  std::vector<int64_t> experts;
+  std::string error;
+  EXPECT_TRUE(parseExpertList("3,0", 4, experts, error));
+  EXPECT_EQ(experts, (std::vector<int64_t>{3, 0}));
+  EXPECT_TRUE(parseExpertList("", 4, experts, error));
+  EXPECT_TRUE(experts.empty());
+  for (const char *bad : {"4", "-1", "1,,2", "x", "1,1", "0,1,2,3"})
+    EXPECT_FALSE(parseExpertList(bad, 4, experts, error)) << bad;
+  EXPECT_NE(error.find("cannot shadow all 4 experts"), std::string::npos);
+}
+
 } // namespace

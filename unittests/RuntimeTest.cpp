@@ -270,6 +270,22 @@ public:
     }
     barrier();
   }
+  void broadcast(int64_t rank, void *data, int64_t bytes, int64_t root) {
+    send[rank] = static_cast<const char *>(data);
+    barrier();
+    if (rank != root && bytes)
+      std::memcpy(data, send[root], bytes);
+    barrier();
+  }
+  void reduceSum(int64_t rank, float *data, int64_t count, int64_t root) {
+    send[rank] = reinterpret_cast<const char *>(data);
+    barrier();
+    if (rank == root)
+      for (int64_t p = 0; p < size; ++p)
+        for (int64_t i = 0; p != root && i < count; ++i)
+          data[i] += reinterpret_cast<const float *>(send[p])[i];
+    barrier();
+  }
   int64_t size;
   std::vector<const char *> send;
   std::vector<std::vector<int64_t>> sendBytes;
@@ -347,6 +363,13 @@ public:
   void allToAll(const void *send, const std::vector<int64_t> &sendBytes,
                 void *recv, const std::vector<int64_t> &recvBytes) override {
     group.allToAll(me, send, sendBytes, recv, recvBytes);
+  }
+  void broadcast(void *data, int64_t bytes, int64_t root) override {
+    group.broadcast(me, data, bytes, root);
+  }
+  void reduceSum(void *data, int64_t count, DType type, int64_t root) override {
+    ASSERT_EQ(type, DType::F32) << "the test's group sums f32 only";
+    group.reduceSum(me, static_cast<float *>(data), count, root);
   }
 
 private:

@@ -14,6 +14,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "KernelBuilder.h"
+#include "fmoe/Support/Placement.h"
 #include "fmoe/Transforms/Passes.h"
 #include "mlir/IR/SymbolTable.h"
 #include "llvm/ADT/TypeSwitch.h"
@@ -964,19 +965,57 @@ private:
                             "not come from a forward exchange");
     }
     Value out = define(op.getOutput(), rows);
-    Value outOffsets = define(op.getOutOffsets(), {0, dim(op.getOffsets(), 0)});
+    Value outOffsets = define(op.getOutOffsets(), {});
+    SmallVector<NamedAttribute> attrs{
+        b.getNamedAttr("placement", op.getPlacementAttr()),
+        b.getNamedAttr("world_size", b.getI64IntegerAttr(world)),
+        b.getNamedAttr("reverse", b.getBoolAttr(op.getReverse())),
+        b.getNamedAttr("cols", b.getI64IntegerAttr(dim(op.getInput(), 1)))};
+    if (op.getShadow() && !op.getShadow()->empty())
+      attrs.push_back(b.getNamedAttr("shadow", op.getShadowAttr()));
     call(op, "all_to_all",
-         {mem(op.getInput()), mem(op.getOffsets()), out, outOffsets},
-         {b.getNamedAttr("placement", op.getPlacementAttr()),
-          b.getNamedAttr("world_size", b.getI64IntegerAttr(world)),
-          b.getNamedAttr("reverse", b.getBoolAttr(op.getReverse())),
-          b.getNamedAttr("cols", b.getI64IntegerAttr(dim(op.getInput(), 1)))});
+         {mem(op.getInput()), mem(op.getOffsets()), out, outOffsets}, attrs);
+    return success();
+  }
+
+  /// The attributes of fmoe_rt_replicate[_grad]: for each shadowed expert,
+  /// the rank that holds it and its slot there.
+  SmallVector<NamedAttribute> replicaAttrs(Operation *op,
+                                           FlatSymbolRefAttr gridRef,
+                                           ArrayRef<int64_t> placement,
+                                           ArrayRef<int64_t> shadow) {
+    auto grid =
+        SymbolTable::lookupNearestSymbolFrom<shard::GridOp>(op, gridRef);
+    int64_t world = grid.getShape()[0];
+    std::vector<int64_t> rankOf(placement.begin(), placement.end());
+    std::vector<int64_t> slots = ::fmoe::localSlots(rankOf, world);
+    SmallVector<int64_t> owner, slot;
+    for (int64_t e : shadow) {
+      owner.push_back(rankOf[e]);
+      slot.push_back(slots[e]);
+    }
+    return {b.getNamedAttr("world_size", b.getI64IntegerAttr(world)),
+            b.getNamedAttr("owner", b.getDenseI64ArrayAttr(owner)),
+            b.getNamedAttr("slot", b.getDenseI64ArrayAttr(slot))};
+  }
+
+  LogicalResult lowerReplicate(ReplicateOp op) {
+    Value out = define(op.getOutput(), {});
+    call(op, "replicate", {mem(op.getInput()), out},
+         replicaAttrs(op, op.getGridAttr(), op.getPlacement(), op.getShadow()));
     return success();
   }
 
   //===--------------------------------------------------------------------===//
   // Backward stages
   //===--------------------------------------------------------------------===//
+
+  LogicalResult lowerReplicateGrad(ReplicateGradOp op) {
+    Value out = define(op.getOutput(), {});
+    call(op, "replicate_grad", {mem(op.getGrad()), out},
+         replicaAttrs(op, op.getGridAttr(), op.getPlacement(), op.getShadow()));
+    return success();
+  }
 
   LogicalResult lowerCombineGrad(CombineGradOp op) {
     int64_t d = dim(op.getY(), 1), topK = dim(op.getSlotPos(), 1);
@@ -1390,6 +1429,8 @@ private:
         .Case<FusedExpertOp>([&](auto o) { return lowerFusedExpert(o); })
         .Case<CombineOp>([&](auto o) { return lowerCombine(o); })
         .Case<AllToAllOp>([&](auto o) { return lowerAllToAll(o); })
+        .Case<ReplicateOp>([&](auto o) { return lowerReplicate(o); })
+        .Case<ReplicateGradOp>([&](auto o) { return lowerReplicateGrad(o); })
         .Case<CombineGradOp>([&](auto o) { return lowerCombineGrad(o); })
         .Case<ExpertGradOp>([&](auto o) { return lowerExpertGrad(o); })
         .Case<GatherGradOp>([&](auto o) { return lowerGatherGrad(o); })

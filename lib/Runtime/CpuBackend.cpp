@@ -708,6 +708,19 @@ private:
       }
   }
 
+  /// Copies within host memory, for the exchanges.
+  MemoryOps hostMemory() {
+    MemoryOps host;
+    host.copy = host.toHost =
+        host.fromHost = [](void *d, const void *s, int64_t n) {
+          if (n && d != s)
+            std::memcpy(d, s, n);
+        };
+    host.allocate = [this](int64_t n) { return allocate(n); };
+    host.deallocate = [this](void *p) { deallocate(p); };
+    return host;
+  }
+
   void call(const format::Command &c, const Args &a, Execution &execution) {
     std::string fn = c.target;
     for (std::string_view suffix : {"_f32", "_bf16", "_f16"})
@@ -728,15 +741,10 @@ private:
     } else if (fn == "fmoe_rt_grouped_wgrad") {
       groupedWgrad(c, v(a, 0), v(a, 1), v(a, 2), v(a, 3));
     } else if (fn == "fmoe_rt_all_to_all") {
-      MemoryOps host;
-      host.copy = host.toHost =
-          host.fromHost = [](void *d, const void *s, int64_t n) {
-            if (n)
-              std::memcpy(d, s, n);
-          };
-      host.allocate = [this](int64_t n) { return allocate(n); };
-      host.deallocate = [this](void *p) { deallocate(p); };
-      execution.exchangedRows = exchangeGroups(c, a, host, execution);
+      execution.exchangedRows = exchangeGroups(c, a, hostMemory(), execution);
+    } else if (fn == "fmoe_rt_replicate" || fn == "fmoe_rt_replicate_grad") {
+      replicateExperts(c, a, hostMemory(), execution,
+                       fn == "fmoe_rt_replicate_grad");
     } else {
       throw Error("cpu backend: unknown library function '" + c.target + "'");
     }

@@ -44,6 +44,16 @@ int64_t exchangeGroups(const format::Command &cmd,
                        const std::vector<BufferRef> &args,
                        const MemoryOps &memory, Execution &execution);
 
+/// `fmoe_rt_replicate` (args = own [L, ...], all [L+S, ...]): the own
+/// experts, then a copy of each shadowed expert broadcast from its owner
+/// (attrs `owner`, `slot`). With `gradient`, `fmoe_rt_replicate_grad`
+/// (args = all, own): the own experts' gradients, the owner of each shadowed
+/// expert receiving the sum of its copies' gradients.
+void replicateExperts(const format::Command &cmd,
+                      const std::vector<BufferRef> &args,
+                      const MemoryOps &memory, Execution &execution,
+                      bool gradient);
+
 } // namespace fmoe::runtime
 
 #endif // FMOE_LIB_RUNTIME_EXCHANGE_H

@@ -6,6 +6,8 @@
 
 #include "fmoe/Runtime/Runtime.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -59,6 +61,27 @@ int64_t intAttr(const format::Command &c, std::string_view name) {
 int64_t intAttrOr(const format::Command &c, std::string_view name,
                   int64_t fallback) {
   return findAttr(c, name) ? intAttr(c, name) : fallback;
+}
+
+std::vector<int64_t> intListAttr(const format::Command &c,
+                                 std::string_view name) {
+  std::vector<int64_t> values;
+  const std::string *v = findAttr(c, name);
+  if (!v || v->empty())
+    return values;
+  size_t at = 0;
+  while (at <= v->size()) {
+    size_t end = std::min(v->find(',', at), v->size());
+    std::string item = v->substr(at, end - at);
+    char *stop = nullptr;
+    long long x = std::strtoll(item.c_str(), &stop, 10);
+    if (item.empty() || stop != item.c_str() + item.size())
+      throw Error("command " + c.target + ": attribute '" + std::string(name) +
+                  "' is not a list of integers: '" + *v + "'");
+    values.push_back(x);
+    at = end + 1;
+  }
+  return values;
 }
 
 bool boolAttr(const format::Command &c, std::string_view name) {

@@ -121,7 +121,7 @@ private:
       auto back = AllToAllOp::create(
           b, loc, a.getInput().getType(), a.getOffsets().getType(), g,
           in(a.getOutOffsets()), a.getGridAttr(), a.getPlacementAttr(),
-          a.getReverse() ? UnitAttr() : b.getUnitAttr());
+          a.getReverse() ? UnitAttr() : b.getUnitAttr(), a.getShadowAttr());
       // Undoing a reverse exchange re-creates the expert side's offsets:
       // the backward's expert stage uses those instead of saving the
       // forward's, as the runtime then knows on the host how many rows are
@@ -129,6 +129,15 @@ private:
       if (a.getReverse() && !captured.contains(a.getOffsets()))
         captured.map(a.getOffsets(), back.getOutOffsets());
       return addAdj(op, a.getInput(), back.getOutput());
+    }
+    if (auto r = dyn_cast<ReplicateOp>(op)) {
+      Value g = adj.lookup(r.getOutput());
+      if (!g)
+        return success();
+      Value own = ReplicateGradOp::create(b, loc, r.getInput().getType(), g,
+                                          r.getGridAttr(), r.getPlacementAttr(),
+                                          r.getShadowAttr());
+      return addAdj(op, r.getInput(), own);
     }
     if (auto e = dyn_cast<ExpertOp>(op)) {
       Value g = adj.lookup(e.getY());

@@ -17,7 +17,8 @@ void mlir::fmoe::buildLowerMoePipeline(OpPassManager &pm,
                                        const LowerMoeOptions &options) {
   pm.addPass(createFMoEDecompose());
   pm.addPass(createFMoEPlaceExperts(FMoEPlaceExpertsOptions{
-      options.worldSize, options.strategy, options.loadProfile}));
+      options.worldSize, options.strategy, options.loadProfile, options.shadow,
+      options.shadowHot}));
   pm.addPass(createFMoEGenerateBackward());
   pm.addPass(createFMoEFuse(FMoEFuseOptions{options.gatherCombine}));
   pm.addPass(createFMoELowerToRuntime(

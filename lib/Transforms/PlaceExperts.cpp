@@ -52,37 +52,58 @@ struct FMoEPlaceExpertsPass
     if (world == 1)
       return success();
 
+    std::vector<double> load;
+    auto kind = ::fmoe::parsePlacementStrategy(strategy);
+    if (!layerPlacement && !kind)
+      return dispatch.emitError("unknown placement strategy '")
+             << strategy << "' (expected contiguous, round-robin or balanced)";
+    bool balanced =
+        !layerPlacement && *kind == ::fmoe::PlacementStrategy::Balanced;
+    if (balanced || shadowHot > 0) {
+      if (loadProfile.empty())
+        return dispatch.emitError(balanced ? "strategy=balanced" : "shadow-hot")
+               << " needs a load-profile file";
+      auto file = llvm::MemoryBuffer::getFile(loadProfile);
+      if (!file)
+        return dispatch.emitError("cannot read load profile '")
+               << loadProfile << "': " << file.getError().message();
+      std::string error;
+      if (!::fmoe::parseLoadProfile((*file)->getBuffer().str(), e, load, error))
+        return dispatch.emitError(error);
+    }
+
+    std::vector<int64_t> shadowed;
+    std::string error;
+    if (!shadow.empty() && shadowHot > 0)
+      return dispatch.emitError("give either shadow or shadow-hot, not both");
+    if (!shadow.empty() && !::fmoe::parseExpertList(shadow, e, shadowed, error))
+      return dispatch.emitError(error);
+    if (shadowHot > 0) {
+      shadowed = ::fmoe::hottestExperts(load, shadowHot, error);
+      if (shadowed.empty())
+        return dispatch.emitError(error);
+    }
+
     std::vector<int64_t> rankOf;
     if (layerPlacement) {
       rankOf.assign(layerPlacement.asArrayRef().begin(),
                     layerPlacement.asArrayRef().end());
     } else {
-      auto kind = ::fmoe::parsePlacementStrategy(strategy);
-      if (!kind)
-        return dispatch.emitError("unknown placement strategy '")
-               << strategy
-               << "' (expected contiguous, round-robin or balanced)";
-      std::vector<double> load;
-      std::string error;
-      if (*kind == ::fmoe::PlacementStrategy::Balanced) {
-        if (loadProfile.empty())
-          return dispatch.emitError(
-              "strategy=balanced needs a load-profile file");
-        auto file = llvm::MemoryBuffer::getFile(loadProfile);
-        if (!file)
-          return dispatch.emitError("cannot read load profile '")
-                 << loadProfile << "': " << file.getError().message();
-        if (!::fmoe::parseLoadProfile((*file)->getBuffer().str(), e, load,
-                                      error))
-          return dispatch.emitError(error);
-      }
+      // A shadowed expert's rows stay where they were routed: no rank
+      // receives them.
+      for (int64_t x : shadowed)
+        if (balanced)
+          load[x] = 0;
       rankOf = ::fmoe::placeExperts(e, world, *kind, load, error);
       if (rankOf.empty())
         return dispatch.emitError(error);
     }
     auto placement = DenseI64ArrayAttr::get(&getContext(), rankOf);
+    DenseI64ArrayAttr shadowAttr =
+        shadowed.empty() ? DenseI64ArrayAttr()
+                         : DenseI64ArrayAttr::get(&getContext(), shadowed);
     dispatch.setExpertOrderAttr(DenseI64ArrayAttr::get(
-        &getContext(), ::fmoe::expertGroupOrder(rankOf, world)));
+        &getContext(), ::fmoe::expertGroupOrder(rankOf, world, shadowed)));
 
     ExpertOp expert;
     for (Operation *user : dispatch.getOffsets().getUsers())
@@ -98,13 +119,29 @@ struct FMoEPlaceExpertsPass
     FlatSymbolRefAttr grid = getGrid(world);
     OpBuilder b(expert);
     Location loc = expert.getLoc();
+    // Every expert parameter gets the shadowed experts' copies.
+    if (shadowAttr)
+      for (OpOperand &param : expert->getOpOperands()) {
+        if (param.getOperandNumber() < 2 || !param.get())
+          continue; // rows, offsets
+        auto t = cast<RankedTensorType>(param.get().getType());
+        SmallVector<int64_t> shape(t.getShape());
+        shape[0] += static_cast<int64_t>(shadowed.size());
+        param.set(ReplicateOp::create(
+            b, loc, RankedTensorType::get(shape, t.getElementType()),
+            param.get(), grid, placement, shadowAttr));
+      }
     auto rowsType = cast<RankedTensorType>(expert.getRows().getType());
     auto recvType =
         RankedTensorType::get({ShapedType::kDynamic, rowsType.getDimSize(1)},
                               rowsType.getElementType());
-    auto to = AllToAllOp::create(
-        b, loc, recvType, expert.getOffsets().getType(), expert.getRows(),
-        expert.getOffsets(), grid, placement, UnitAttr());
+    // Expert side: L + S local experts, one group per source rank each.
+    auto recvOffsetsType = RankedTensorType::get(
+        {e + static_cast<int64_t>(shadowed.size()) * world + 1},
+        b.getI32Type());
+    auto to = AllToAllOp::create(b, loc, recvType, recvOffsetsType,
+                                 expert.getRows(), expert.getOffsets(), grid,
+                                 placement, UnitAttr(), shadowAttr);
     expert.getRowsMutable().assign(to.getOutput());
     expert.getOffsetsMutable().assign(to.getOutOffsets());
     // h and y now have the received row count.
@@ -115,9 +152,9 @@ struct FMoEPlaceExpertsPass
     expert.getH().setType(RankedTensorType::get(
         {ShapedType::kDynamic, hType.getDimSize(1)}, hType.getElementType()));
     b.setInsertionPointAfter(expert);
-    auto back = AllToAllOp::create(b, loc, yType, expert.getOffsets().getType(),
-                                   expert.getY(), to.getOutOffsets(), grid,
-                                   placement, b.getUnitAttr());
+    auto back = AllToAllOp::create(
+        b, loc, yType, dispatch.getOffsets().getType(), expert.getY(),
+        to.getOutOffsets(), grid, placement, b.getUnitAttr(), shadowAttr);
     expert.getY().replaceAllUsesExcept(back.getOutput(), back);
     return success();
   }

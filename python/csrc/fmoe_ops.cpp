@@ -308,8 +308,28 @@ public:
     std::vector<int64_t> inSplit(sendBytes), outSplit(recvBytes);
     pg->alltoall_base(out, in, outSplit, inSplit)->wait();
   }
+  void broadcast(void *data, int64_t bytes, int64_t root) override {
+    std::vector<at::Tensor> t{flat(data, bytes, at::kByte)};
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    pg->broadcast(t, opts)->wait();
+  }
+  void reduceSum(void *data, int64_t count, DType type, int64_t root) override {
+    std::vector<at::Tensor> t{flat(data, count, scalarType(type))};
+    c10d::ReduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    opts.rootRank = root;
+    pg->reduce(t, opts)->wait();
+  }
 
 private:
+  at::Tensor flat(void *data, int64_t numel, at::ScalarType type) {
+    return at::for_blob(data, {numel})
+        .options(at::TensorOptions().dtype(type).device(device))
+        .target_device(device)
+        .make_tensor();
+  }
+
   c10::intrusive_ptr<c10d::ProcessGroup> pg;
   at::Device device;
 };

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -368,6 +368,7 @@ def compile(
     recompile: bool = False,
     chip: str = "sm_90",
     placement: Optional[str] = None,
+    shadow: Union[int, Sequence[int], None] = None,
     keep_saved: bool = False,
     **options: Any,
 ) -> nn.Module:
@@ -380,7 +381,14 @@ def compile(
     the cache. ``placement`` chooses where an expert-parallel layer's experts
     live ("contiguous", FastMoE's and the default; "round-robin"; "balanced"
     with ``load_profile=<file>``): rank r's local expert slots then hold its
-    experts in ascending global id. By default a layer's backward writes its
+    experts in ascending global id. ``shadow`` replicates hot experts on
+    every rank (FasterMoE's shadowing, decided at compile time): a list of
+    global expert ids, or a number N for the N most loaded experts of
+    ``load_profile``. A shadowed expert's tokens are computed on the rank
+    that routed them; its parameters are broadcast from their owner each
+    forward and its gradients summed back into the owner's in the backward,
+    so parameters, optimizer and checkpoints are as without shadowing.
+    By default a layer's backward writes its
     gradients over the activation the forward saved, once it has read it for
     the last time: one buffer of ``T*top_k x d_hidden`` less at the peak, but
     a graph can then be back-propagated only once. ``keep_saved=True`` keeps
@@ -397,6 +405,22 @@ def compile(
     opts = {"chip": chip, **{k.replace("_", "-"): v for k, v in options.items()}}
     if placement is not None:
         opts["strategy"] = placement
+    if isinstance(shadow, bool) or not (
+        shadow is None or isinstance(shadow, int) or all(isinstance(e, int) for e in shadow)
+    ):
+        raise TypeError(f"fmoe.compile: shadow must be a number of experts or a list of expert ids, got {shadow!r}")
+    if isinstance(shadow, int):
+        if shadow < 0:
+            raise ValueError(f"fmoe.compile: shadow={shadow}: expected a non-negative number of experts")
+        if shadow:
+            if "load-profile" not in opts:
+                raise ValueError(
+                    f"fmoe.compile: shadow={shadow} shadows the most loaded experts and needs "
+                    "load_profile= (fmoe.record_load); or pass a list of expert ids"
+                )
+            opts["shadow-hot"] = shadow
+    elif shadow:
+        opts["shadow"] = ",".join(str(e) for e in shadow)
     if keep_saved:
         opts["keep-saved"] = "true"
     count = [0]

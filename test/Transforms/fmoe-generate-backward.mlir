@@ -2,6 +2,7 @@
 // RUN: fmoe-opt %inputs/layer_ep2.mlir --fmoe-decompose --fmoe-place-experts --fmoe-generate-backward | FileCheck %s --check-prefix=EP
 // RUN: not fmoe-opt %inputs/layer.mlir --fmoe-decompose --fmoe-fuse --fmoe-generate-backward 2>&1 | FileCheck %s --check-prefix=FUSED
 // RUN: fmoe-opt %inputs/layer_fine.mlir --fmoe-decompose --fmoe-generate-backward --fmoe-fuse | FileCheck %s --check-prefix=FINE
+// RUN: fmoe-opt %inputs/layer_ep2.mlir --fmoe-decompose --fmoe-place-experts=shadow=1 --fmoe-generate-backward | FileCheck %s --check-prefix=SHADOW
 
 // The forward returns the values its backward reads, after its output.
 // CHECK-LABEL: func.func @layer(
@@ -33,6 +34,16 @@
 // EP: fmoe.expert_grad
 // EP-NEXT: fmoe.all_to_all %{{.*}}, %{{.*}} on @fmoe_grid_2 {placement = array<i64: 0, 0, 1, 1>, reverse}
 // EP-NEXT: fmoe.gather_grad
+
+// With a shadowed expert, each replicate's gradient sums the copies' back
+// into the owner's, and the exchanges keep their shadow list.
+// SHADOW-LABEL: func.func @layer_ep2_backward
+// SHADOW: fmoe.all_to_all %{{.*}}, %{{.*}} on @fmoe_grid_2 {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 1>}
+// SHADOW: %{{.*}}, %[[DW1:[a-z0-9_]+]], %[[DW2:[a-z0-9_]+]] = fmoe.expert_grad
+// SHADOW-SAME: -> tensor<?x16xf32>, tensor<3x32x16xf32>, tensor<3x16x32xf32>
+// SHADOW-NEXT: fmoe.all_to_all %{{.*}}, %{{.*}} on @fmoe_grid_2 {placement = array<i64: 0, 0, 1, 1>, reverse, shadow = array<i64: 1>}
+// SHADOW-DAG: fmoe.replicate_grad %[[DW2]] on @fmoe_grid_2 {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 1>} : (tensor<3x16x32xf32>) -> tensor<2x16x32xf32>
+// SHADOW-DAG: fmoe.replicate_grad %[[DW1]] on @fmoe_grid_2 {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 1>} : (tensor<3x32x16xf32>) -> tensor<2x32x16xf32>
 
 // FUSED: error: cannot differentiate fused stages: run --fmoe-generate-backward before --fmoe-fuse
 

@@ -1,6 +1,7 @@
 // RUN: fmoe-opt %inputs/layer.mlir --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s
 // RUN: fmoe-opt %inputs/layer_ep2.mlir --fmoe-decompose --fmoe-place-experts --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s --check-prefix=EP
 // RUN: fmoe-opt %inputs/layer.mlir --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime=keep-saved=true | FileCheck %s --check-prefix=KEEP
+// RUN: fmoe-opt %inputs/layer_ep2.mlir --fmoe-decompose --fmoe-place-experts=shadow=1 --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s --check-prefix=SHADOW
 
 // Destination-passing style on flat buffers: the token count, the inputs,
 // then the outputs (the layer output and the saved values), each described
@@ -104,3 +105,18 @@
 // KEEP-LABEL: func.func @layer_backward(
 // KEEP-NOT: clobbered
 // KEEP: @fmoe_kernels::@layer_backward_act_and_grad {{.*}} args(%[[H:[a-z0-9_]+]] : memref<?xf32>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xi32>, %[[DH:alloc[a-z0-9_]*]] : memref<?xf32>,
+
+// Shadowed expert 1 lives on rank 0 in slot 1: each weight is replicated
+// from there (the copies are saved for the backward, as the weights are),
+// every exchange carries the shadow list, the expert stage runs L + S = 3
+// experts, and the backward sums the copies' gradients into rank 0's.
+// SHADOW-LABEL: func.func @layer_ep2(
+// SHADOW: call @fmoe_rt_replicate_f32(%arg3, %{{.*}}) {fmoe.op = "fmoe.replicate", owner = array<i64: 0>, slot = array<i64: 1>, world_size = 2 : i64}
+// SHADOW: call @fmoe_rt_replicate_f32(%arg4, %{{.*}}) {fmoe.op = "fmoe.replicate", owner = array<i64: 0>, slot = array<i64: 1>, world_size = 2 : i64}
+// SHADOW: call @fmoe_rt_all_to_all_f32({{.*}}reverse = false, shadow = array<i64: 1>, world_size = 2 : i64}
+// SHADOW: call @fmoe_rt_grouped_gemm_f32(
+// SHADOW-SAME: local_experts = 3 : i64
+// SHADOW: call @fmoe_rt_all_to_all_f32({{.*}}reverse = true, shadow = array<i64: 1>, world_size = 2 : i64}
+// SHADOW-LABEL: func.func @layer_ep2_backward(
+// SHADOW: call @fmoe_rt_replicate_grad_f32({{.*}}owner = array<i64: 0>, slot = array<i64: 1>, world_size = 2 : i64}
+// SHADOW: call @fmoe_rt_replicate_grad_f32({{.*}}owner = array<i64: 0>, slot = array<i64: 1>, world_size = 2 : i64}

@@ -35,6 +35,13 @@ int main(int argc, char **argv) {
   static cl::opt<std::string> loadProfile(
       "load-profile", cl::desc("per-expert load file for strategy=balanced"),
       cl::init(""));
+  static cl::opt<std::string> shadow(
+      "shadow", cl::desc("experts to replicate on every rank, e.g. 3,7"),
+      cl::init(""));
+  static cl::opt<int64_t> shadowHot(
+      "shadow-hot",
+      cl::desc("replicate the N most loaded experts of --load-profile"),
+      cl::init(0));
   static cl::opt<std::string> chip("chip", cl::desc("target GPU"),
                                    cl::init("sm_90"));
   static cl::opt<std::string> toolkit(
@@ -74,6 +81,8 @@ int main(int argc, char **argv) {
   options.worldSize = worldSize;
   options.strategy = strategy;
   options.loadProfile = loadProfile;
+  options.shadow = shadow;
+  options.shadowHot = shadowHot;
   options.chip = chip;
   options.toolkit = toolkit;
   options.gatherCombine = !noGatherCombine;

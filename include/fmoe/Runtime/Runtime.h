@@ -81,6 +81,14 @@ public:
   /// rank order). Blocks until done.
   virtual void allToAll(const void *send, const std::vector<int64_t> &sendBytes,
                         void *recv, const std::vector<int64_t> &recvBytes) = 0;
+  /// `bytes` bytes at `data` on rank `root` are copied to `data` on every
+  /// rank. Blocks until done.
+  virtual void broadcast(void *data, int64_t bytes, int64_t root) = 0;
+  /// The sum over the ranks of `count` elements of `type` at `data` lands
+  /// in `data` on rank `root`; the other ranks' `data` may be overwritten.
+  /// Blocks until done.
+  virtual void reduceSum(void *data, int64_t count, DType type,
+                         int64_t root) = 0;
 };
 
 /// What the commands of one execute() call share (one per call, so that
@@ -134,6 +142,9 @@ const std::string *findAttr(const format::Command &cmd, std::string_view name);
 int64_t intAttr(const format::Command &cmd, std::string_view name);
 int64_t intAttrOr(const format::Command &cmd, std::string_view name,
                   int64_t fallback);
+/// A comma-separated integer list ("0,1,1"); empty when absent.
+std::vector<int64_t> intListAttr(const format::Command &cmd,
+                                 std::string_view name);
 bool boolAttr(const format::Command &cmd, std::string_view name);
 
 /// The element count of buffer `b` for `tokens` tokens and `received` rows

@@ -39,6 +39,14 @@ struct LowerMoeOptions : public PassPipelineOptions<LowerMoeOptions> {
       *this, "load-profile",
       llvm::cl::desc("per-expert load file for strategy=balanced"),
       llvm::cl::init("")};
+  PassOptions::Option<std::string> shadow{
+      *this, "shadow",
+      llvm::cl::desc("experts to replicate on every rank, comma separated"),
+      llvm::cl::init("")};
+  PassOptions::Option<int64_t> shadowHot{
+      *this, "shadow-hot",
+      llvm::cl::desc("replicate the N most loaded experts of load-profile"),
+      llvm::cl::init(0)};
   PassOptions::Option<bool> gatherCombine{
       *this, "gather-combine",
       llvm::cl::desc("fuse gather and combine into the expert GEMMs"),

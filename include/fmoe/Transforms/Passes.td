@@ -51,6 +51,15 @@ def FMoEPlaceExperts : Pass<"fmoe-place-experts", "ModuleOp"> {
     whitespace separated, heaviest first onto the least-loaded rank that
     still has room). A placement already on the layer is kept.
 
+    Shadowing (FasterMoE's, decided here once): the experts in `shadow`, or
+    the `shadow-hot` most loaded ones of `load-profile`, are replicated on
+    every rank. Their groups come last in the dispatch and stay on the rank
+    that routed them; an `fmoe.replicate` of every expert parameter gives
+    the expert stage `L + S` experts (the `S` copies broadcast from their
+    owners), and the backward's `fmoe.replicate_grad` sums the copies'
+    gradients into the owners'. Balanced placement then counts a shadowed
+    expert's load as spread over the ranks (zero for its owner).
+
     Before (world_size = 2):
 
     ```mlir
@@ -75,7 +84,11 @@ def FMoEPlaceExperts : Pass<"fmoe-place-experts", "ModuleOp"> {
     Option<"strategy", "strategy", "std::string", /*default=*/"\"contiguous\"",
            "contiguous | round-robin | balanced">,
     Option<"loadProfile", "load-profile", "std::string", /*default=*/"\"\"",
-           "file with one load figure per expert (for strategy=balanced)">
+           "file with one load figure per expert (for strategy=balanced)">,
+    Option<"shadow", "shadow", "std::string", /*default=*/"\"\"",
+           "experts to replicate on every rank, comma separated">,
+    Option<"shadowHot", "shadow-hot", "int64_t", /*default=*/"0",
+           "replicate the N most loaded experts of load-profile on every rank">
   ];
 }
 

@@ -275,6 +275,8 @@ private:
                     const std::vector<BufferRef> &args);
   void allToAll(const Attrs &attrs, const std::vector<BufferRef> &args,
                 Execution &execution);
+  /// Copies on the backend's stream, for the exchanges.
+  MemoryOps deviceMemory();
 
   CUdevice device = 0;
   CUstream stream = nullptr;
@@ -604,6 +606,10 @@ void CudaBackend::call(const format::Command &cmd,
     return groupedWgrad(attrs, target, args);
   if (target.base == "fmoe_rt_all_to_all")
     return allToAll(attrs, args, execution);
+  if (target.base == "fmoe_rt_replicate" ||
+      target.base == "fmoe_rt_replicate_grad")
+    return replicateExperts(cmd, args, deviceMemory(), execution,
+                            target.base == "fmoe_rt_replicate_grad");
   throw Error("the CUDA backend has no library function '" + cmd.target +
               "' (" + cmd.op + ")");
 }
@@ -728,6 +734,11 @@ void CudaBackend::allToAll(const Attrs &attrs,
   requireType(attrs, outOffsets, DType::I32, "out_offsets");
   // Everything on the backend's stream; the host waits only for the group
   // offsets and the exchanged counts (the receive sizes of the rows).
+  execution.exchangedRows =
+      exchangeGroups(attrs.command(), args, deviceMemory(), execution);
+}
+
+MemoryOps CudaBackend::deviceMemory() {
   MemoryOps device;
   device.copy = [this](void *dst, const void *src, int64_t bytes) {
     if (bytes > 0 && dst != src)
@@ -768,8 +779,7 @@ void CudaBackend::allToAll(const Attrs &attrs,
     }
     deallocate(table); // stream-ordered: after the kernel
   };
-  execution.exchangedRows =
-      exchangeGroups(attrs.command(), args, device, execution);
+  return device;
 }
 
 } // namespace

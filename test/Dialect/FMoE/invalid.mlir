@@ -1678,6 +1678,177 @@ func.func @all_to_all_placement_unbalanced(%r: tensor<?x16xf32>, %o: tensor<5xi3
 
 // -----
 
+shard.grid @ranks(shape = 2)
+func.func @all_to_all_shadow_all(%r: tensor<?x16xf32>, %o: tensor<5xi32>) {
+  // expected-error@+1 {{'fmoe.all_to_all' op expects fewer shadowed experts than the 4 experts, got 4}}
+  %a, %ao = fmoe.all_to_all %r, %o on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 0, 1, 2, 3>}
+      : (tensor<?x16xf32>, tensor<5xi32>) -> (tensor<?x16xf32>, tensor<13xi32>)
+  return
+}
+
+// -----
+
+shard.grid @ranks(shape = 2)
+func.func @all_to_all_shadow_out_of_range(%r: tensor<?x16xf32>, %o: tensor<5xi32>) {
+  // expected-error@+1 {{'fmoe.all_to_all' op expects shadow to list distinct experts in [0, 4), got expert 4 out of range or twice}}
+  %a, %ao = fmoe.all_to_all %r, %o on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 4>}
+      : (tensor<?x16xf32>, tensor<5xi32>) -> (tensor<?x16xf32>, tensor<7xi32>)
+  return
+}
+
+// -----
+
+shard.grid @ranks(shape = 2)
+func.func @all_to_all_shadow_twice(%r: tensor<?x16xf32>, %o: tensor<5xi32>) {
+  // expected-error@+1 {{'fmoe.all_to_all' op expects shadow to list distinct experts in [0, 4), got expert 1 out of range or twice}}
+  %a, %ao = fmoe.all_to_all %r, %o on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 1, 1>}
+      : (tensor<?x16xf32>, tensor<5xi32>) -> (tensor<?x16xf32>, tensor<9xi32>)
+  return
+}
+
+// -----
+
+shard.grid @ranks(shape = 2)
+func.func @all_to_all_shadow_out_offsets(%r: tensor<?x16xf32>, %o: tensor<5xi32>) {
+  // expected-error@+1 {{'fmoe.all_to_all' op expects out_offsets of shape [7], got 'tensor<5xi32>'}}
+  %a, %ao = fmoe.all_to_all %r, %o on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2>}
+      : (tensor<?x16xf32>, tensor<5xi32>) -> (tensor<?x16xf32>, tensor<5xi32>)
+  return
+}
+
+// -----
+
+shard.grid @ranks(shape = 2)
+func.func @all_to_all_shadow_reverse_offsets(%r: tensor<?x16xf32>, %o: tensor<5xi32>) {
+  // expected-error@+1 {{'fmoe.all_to_all' op expects offsets of shape [7], got 'tensor<5xi32>'}}
+  %a, %ao = fmoe.all_to_all %r, %o on @ranks {placement = array<i64: 0, 0, 1, 1>, reverse, shadow = array<i64: 2>}
+      : (tensor<?x16xf32>, tensor<5xi32>) -> (tensor<?x16xf32>, tensor<5xi32>)
+  return
+}
+
+// -----
+
+shard.grid @ranks(shape = 2)
+func.func @all_to_all_shadow_reverse_out_offsets(%r: tensor<?x16xf32>, %o: tensor<7xi32>) {
+  // expected-error@+1 {{'fmoe.all_to_all' op expects out_offsets of shape [5], got 'tensor<7xi32>'}}
+  %a, %ao = fmoe.all_to_all %r, %o on @ranks {placement = array<i64: 0, 0, 1, 1>, reverse, shadow = array<i64: 2>}
+      : (tensor<?x16xf32>, tensor<7xi32>) -> (tensor<?x16xf32>, tensor<7xi32>)
+  return
+}
+
+// -----
+
+// ===== fmoe.replicate, fmoe.replicate_grad =====
+
+shard.grid @ranks(shape = 2)
+func.func @replicate_no_shadow(%w: tensor<2x32x16xf32>) {
+  // expected-error@+1 {{'fmoe.replicate' op expects at least one shadowed expert}}
+  %r = fmoe.replicate %w on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64>}
+      : (tensor<2x32x16xf32>) -> tensor<2x32x16xf32>
+  return
+}
+
+// -----
+
+shard.grid @ranks(shape = 2)
+func.func @replicate_shadow_out_of_range(%w: tensor<2x32x16xf32>) {
+  // expected-error@+1 {{'fmoe.replicate' op expects shadow to list distinct experts in [0, 4), got expert -1 out of range or twice}}
+  %r = fmoe.replicate %w on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: -1>}
+      : (tensor<2x32x16xf32>) -> tensor<3x32x16xf32>
+  return
+}
+
+// -----
+
+shard.grid @ranks(shape = 2)
+func.func @replicate_dynamic(%w: tensor<?x32xf32>) {
+  // expected-error@+1 {{'fmoe.replicate' op expects input of static shape [experts, ...], got 'tensor<?x32xf32>'}}
+  %r = fmoe.replicate %w on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2>}
+      : (tensor<?x32xf32>) -> tensor<3x32xf32>
+  return
+}
+
+// -----
+
+shard.grid @ranks(shape = 2)
+func.func @replicate_scalar(%w: tensor<f32>) {
+  // expected-error@+1 {{'fmoe.replicate' op expects input of static shape [experts, ...], got 'tensor<f32>'}}
+  %r = fmoe.replicate %w on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2>}
+      : (tensor<f32>) -> tensor<3xf32>
+  return
+}
+
+// -----
+
+shard.grid @ranks(shape = 2)
+func.func @replicate_output_experts(%w: tensor<2x32x16xf32>) {
+  // expected-error@+1 {{'fmoe.replicate' op expects output of type 'tensor<3x32x16xf32>' (one more expert per shadowed one), got 'tensor<2x32x16xf32>'}}
+  %r = fmoe.replicate %w on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2>}
+      : (tensor<2x32x16xf32>) -> tensor<2x32x16xf32>
+  return
+}
+
+// -----
+
+shard.grid @ranks(shape = 2)
+func.func @replicate_output_type(%w: tensor<2x32x16xf32>) {
+  // expected-error@+1 {{'fmoe.replicate' op expects output of type 'tensor<3x32x16xf32>' (one more expert per shadowed one), got 'tensor<3x32x16xbf16>'}}
+  %r = fmoe.replicate %w on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2>}
+      : (tensor<2x32x16xf32>) -> tensor<3x32x16xbf16>
+  return
+}
+
+// -----
+
+shard.grid @ranks(shape = 2)
+func.func @replicate_local_experts(%w: tensor<1x32xf32>) {
+  // expected-error@+1 {{'fmoe.replicate' op expects 2 experts per rank (4 over 2 ranks), got 1}}
+  %r = fmoe.replicate %w on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2>}
+      : (tensor<1x32xf32>) -> tensor<2x32xf32>
+  return
+}
+
+// -----
+
+func.func @replicate_grid_missing(%w: tensor<2x32xf32>) {
+  // expected-error@+1 {{'fmoe.replicate' op expects grid @ranks to name a shard.grid}}
+  %r = fmoe.replicate %w on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2>}
+      : (tensor<2x32xf32>) -> tensor<3x32xf32>
+  return
+}
+
+// -----
+
+shard.grid @ranks(shape = 2)
+func.func @replicate_bad_placement(%w: tensor<2x32xf32>) {
+  // expected-error@+1 {{'fmoe.replicate' op expects every rank to hold 2 experts, rank 0 holds 3}}
+  %r = fmoe.replicate %w on @ranks {placement = array<i64: 0, 0, 0, 1>, shadow = array<i64: 2>}
+      : (tensor<2x32xf32>) -> tensor<3x32xf32>
+  return
+}
+
+// -----
+
+shard.grid @ranks(shape = 2)
+func.func @replicate_grad_type(%g: tensor<3x32xf32>) {
+  // expected-error@+1 {{'fmoe.replicate_grad' op expects grad of type 'tensor<4x32xf32>' (one more expert per shadowed one), got 'tensor<3x32xf32>'}}
+  %r = fmoe.replicate_grad %g on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2, 3>}
+      : (tensor<3x32xf32>) -> tensor<2x32xf32>
+  return
+}
+
+// -----
+
+shard.grid @ranks(shape = 2)
+func.func @replicate_grad_local_experts(%g: tensor<4x32xf32>) {
+  // expected-error@+1 {{'fmoe.replicate_grad' op expects 2 experts per rank (4 over 2 ranks), got 3}}
+  %r = fmoe.replicate_grad %g on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2>}
+      : (tensor<4x32xf32>) -> tensor<3x32xf32>
+  return
+}
+
+// -----
+
 // ===== fmoe.combine_grad =====
 
 func.func @combine_grad_grad_output_rank(%dout: tensor<16xf32>, %y: tensor<?x16xf32>, %p: tensor<?x2xi32>, %s: tensor<?x2xf32>) {

@@ -568,6 +568,43 @@ func.func @all_to_all_reverse(%rows: tensor<?x16xbf16>, %o: tensor<5xi32>) {
   return
 }
 
+// Expert 2 shadowed: the expert side has L + S = 3 experts, one group per
+// source rank each (7 offsets).
+// CHECK-LABEL: func.func @all_to_all_shadow
+// CHECK:         fmoe.all_to_all %{{.*}}, %{{.*}} on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2>}
+// CHECK-SAME:      : (tensor<?x16xf32>, tensor<5xi32>) -> (tensor<?x16xf32>, tensor<7xi32>)
+// CHECK:         fmoe.all_to_all %{{.*}}, %{{.*}} on @ranks {placement = array<i64: 0, 0, 1, 1>, reverse, shadow = array<i64: 2>}
+// CHECK-SAME:      : (tensor<?x16xf32>, tensor<7xi32>) -> (tensor<?x16xf32>, tensor<5xi32>)
+func.func @all_to_all_shadow(%rows: tensor<?x16xf32>, %o: tensor<5xi32>) {
+  %r, %ro = fmoe.all_to_all %rows, %o on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2>}
+      : (tensor<?x16xf32>, tensor<5xi32>) -> (tensor<?x16xf32>, tensor<7xi32>)
+  %b, %bo = fmoe.all_to_all %r, %ro on @ranks {placement = array<i64: 0, 0, 1, 1>, reverse, shadow = array<i64: 2>}
+      : (tensor<?x16xf32>, tensor<7xi32>) -> (tensor<?x16xf32>, tensor<5xi32>)
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// fmoe.replicate, fmoe.replicate_grad
+//===----------------------------------------------------------------------===//
+
+// The examples of FMoEOps.td, and a bf16 bias with two shadowed experts.
+// CHECK-LABEL: func.func @replicate_example
+// CHECK:         %[[W:.+]] = fmoe.replicate %{{.*}} on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2>}
+// CHECK-SAME:      : (tensor<2x32x16xf32>) -> tensor<3x32x16xf32>
+// CHECK:         fmoe.replicate_grad %[[W]] on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2>}
+// CHECK-SAME:      : (tensor<3x32x16xf32>) -> tensor<2x32x16xf32>
+// CHECK:         fmoe.replicate %{{.*}} on @ranks {placement = array<i64: 0, 1, 0, 1>, shadow = array<i64: 3, 0>}
+// CHECK-SAME:      : (tensor<2x32xbf16>) -> tensor<4x32xbf16>
+func.func @replicate_example(%w1: tensor<2x32x16xf32>, %b1: tensor<2x32xbf16>) {
+  %w = fmoe.replicate %w1 on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2>}
+      : (tensor<2x32x16xf32>) -> tensor<3x32x16xf32>
+  %dw = fmoe.replicate_grad %w on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2>}
+      : (tensor<3x32x16xf32>) -> tensor<2x32x16xf32>
+  %b = fmoe.replicate %b1 on @ranks {placement = array<i64: 0, 1, 0, 1>, shadow = array<i64: 3, 0>}
+      : (tensor<2x32xbf16>) -> tensor<4x32xbf16>
+  return
+}
+
 // f16 rows.
 // CHECK-LABEL: func.func @all_to_all_f16
 // CHECK-SAME:    %[[R:[^:]+]]: tensor<?x16xf16>

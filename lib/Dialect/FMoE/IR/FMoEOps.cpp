@@ -455,6 +455,48 @@ int64_t AllToAllOp::getLocalExperts(int64_t worldSize) {
   return static_cast<int64_t>(getPlacement().size()) / worldSize;
 }
 
+/// `shadow`: distinct expert ids in [0, E), fewer than E.
+static LogicalResult checkShadow(Operation *op, ArrayRef<int64_t> shadow,
+                                 int64_t numExperts) {
+  if (static_cast<int64_t>(shadow.size()) >= numExperts)
+    return op->emitOpError("expects fewer shadowed experts than the ")
+           << numExperts << " experts, got " << shadow.size();
+  SmallVector<bool> seen(numExperts, false);
+  for (int64_t e : shadow) {
+    if (e < 0 || e >= numExperts || seen[e])
+      return op->emitOpError("expects shadow to list distinct experts in [0, ")
+             << numExperts << "), got expert " << e << " out of range or twice";
+    seen[e] = true;
+  }
+  return success();
+}
+
+/// The size of the one-dimensional grid `grid` names (and a valid
+/// placement of `numExperts` experts over it), or failure.
+static FailureOr<int64_t> verifyGrid(Operation *op, FlatSymbolRefAttr gridRef,
+                                     ArrayRef<int64_t> placement,
+                                     SymbolTableCollection &symbolTable) {
+  auto grid = shard::getGridOrNull(op, gridRef, symbolTable);
+  if (!grid)
+    return op->emitOpError("expects grid @")
+           << gridRef.getValue() << " to name a shard.grid";
+  if (grid.getRank() != 1 || ShapedType::isDynamic(grid.getShape()[0]))
+    return op->emitOpError(
+               "expects a one-dimensional shard.grid of static size, got @")
+           << gridRef.getValue() << " of rank " << grid.getRank();
+  int64_t world = grid.getShape()[0];
+  if (world < 1)
+    return op->emitOpError("expects a grid of at least one device, got @")
+           << gridRef.getValue() << " of size " << world;
+  int64_t e = placement.size();
+  if (e % world != 0)
+    return op->emitOpError("expects the number of experts (")
+           << e << ") to be a multiple of the grid size (" << world << ")";
+  if (failed(checkPlacement(op, placement, e, world)))
+    return failure();
+  return world;
+}
+
 LogicalResult AllToAllOp::verify() {
   Operation *op = getOperation();
   Type elt;
@@ -464,32 +506,106 @@ LogicalResult AllToAllOp::verify() {
   int64_t e = getPlacement().size();
   if (e < 1)
     return emitOpError("expects a placement with at least one expert");
+  if (auto shadow = getShadow())
+    if (failed(checkShadow(op, *shadow, e)))
+      return failure();
+  // The placement-ordered side has E + 1 offsets; so has the expert side
+  // without shadowed experts (checked with the grid's size otherwise).
   ShapeChecker sc(op);
-  if (failed(sc.check(getOffsets(), "offsets", {e + 1}, i32(op))) ||
-      failed(sc.check(getOutOffsets(), "out_offsets", {e + 1}, i32(op))) ||
+  bool placementSide[2] = {true, !getShadow() || getShadow()->empty()};
+  if (getReverse())
+    std::swap(placementSide[0], placementSide[1]);
+  if ((placementSide[0] &&
+       failed(sc.check(getOffsets(), "offsets", {e + 1}, i32(op)))) ||
+      (placementSide[1] &&
+       failed(sc.check(getOutOffsets(), "out_offsets", {e + 1}, i32(op)))) ||
       failed(sc.check(getOutput(), "output", {"S", d}, elt)))
     return failure();
   return success();
 }
 
 LogicalResult AllToAllOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
-  auto grid = shard::getGridOrNull(getOperation(), getGridAttr(), symbolTable);
-  if (!grid)
-    return emitOpError("expects grid @")
-           << getGrid() << " to name a shard.grid";
-  if (grid.getRank() != 1 || ShapedType::isDynamic(grid.getShape()[0]))
-    return emitOpError("expects a one-dimensional shard.grid of static size, "
-                       "got @")
-           << getGrid() << " of rank " << grid.getRank();
-  int64_t world = grid.getShape()[0];
-  if (world < 1)
-    return emitOpError("expects a grid of at least one device, got @")
-           << getGrid() << " of size " << world;
-  int64_t e = getPlacement().size();
-  if (e % world != 0)
-    return emitOpError("expects the number of experts (")
-           << e << ") to be a multiple of the grid size (" << world << ")";
-  return checkPlacement(getOperation(), getPlacement(), e, world);
+  FailureOr<int64_t> world =
+      verifyGrid(getOperation(), getGridAttr(), getPlacement(), symbolTable);
+  if (failed(world))
+    return failure();
+  if (!getShadow() || getShadow()->empty())
+    return success();
+  // The expert side: L + S local experts, one group per source rank each.
+  int64_t e = getPlacement().size(), s = getShadow()->size();
+  int64_t groups = e + s * *world;
+  ShapeChecker sc(getOperation());
+  return getReverse()
+             ? sc.check(getOffsets(), "offsets", {groups + 1}, i32(*this))
+             : sc.check(getOutOffsets(), "out_offsets", {groups + 1},
+                        i32(*this));
+}
+
+//===----------------------------------------------------------------------===//
+// ReplicateOp, ReplicateGradOp
+//===----------------------------------------------------------------------===//
+
+/// `own: [L, ...]` and `all: [L+S, ...]`, static, of one element type.
+static LogicalResult verifyReplicas(Operation *op, Value own, Value all,
+                                    StringRef ownName, StringRef allName,
+                                    ArrayRef<int64_t> placement,
+                                    ArrayRef<int64_t> shadow) {
+  int64_t e = placement.size();
+  if (shadow.empty())
+    return op->emitOpError("expects at least one shadowed expert");
+  if (failed(checkShadow(op, shadow, e)))
+    return failure();
+  auto ot = cast<RankedTensorType>(own.getType());
+  auto at = cast<RankedTensorType>(all.getType());
+  if (ot.getRank() < 1 || !ot.hasStaticShape())
+    return op->emitOpError("expects ")
+           << ownName << " of static shape [experts, ...], got " << ot;
+  SmallVector<int64_t> shape(ot.getShape());
+  shape[0] += static_cast<int64_t>(shadow.size());
+  if (at.getShape() != ArrayRef<int64_t>(shape) ||
+      at.getElementType() != ot.getElementType())
+    return op->emitOpError("expects ")
+           << allName << " of type "
+           << RankedTensorType::get(shape, ot.getElementType())
+           << " (one more expert per shadowed one), got " << at;
+  return success();
+}
+
+/// The own side holds E / world experts.
+static LogicalResult verifyReplicaGrid(Operation *op, Value own,
+                                       FlatSymbolRefAttr grid,
+                                       ArrayRef<int64_t> placement,
+                                       SymbolTableCollection &symbolTable) {
+  FailureOr<int64_t> world = verifyGrid(op, grid, placement, symbolTable);
+  if (failed(world))
+    return failure();
+  int64_t local = cast<RankedTensorType>(own.getType()).getDimSize(0);
+  int64_t e = placement.size();
+  if (local * *world != e)
+    return op->emitOpError("expects ")
+           << e / *world << " experts per rank (" << e << " over " << *world
+           << " ranks), got " << local;
+  return success();
+}
+
+LogicalResult ReplicateOp::verify() {
+  return verifyReplicas(*this, getInput(), getOutput(), "input", "output",
+                        getPlacement(), getShadow());
+}
+
+LogicalResult ReplicateOp::verifySymbolUses(SymbolTableCollection &table) {
+  return verifyReplicaGrid(*this, getInput(), getGridAttr(), getPlacement(),
+                           table);
+}
+
+LogicalResult ReplicateGradOp::verify() {
+  return verifyReplicas(*this, getOutput(), getGrad(), "output", "grad",
+                        getPlacement(), getShadow());
+}
+
+LogicalResult ReplicateGradOp::verifySymbolUses(SymbolTableCollection &table) {
+  return verifyReplicaGrid(*this, getOutput(), getGridAttr(), getPlacement(),
+                           table);
 }
 
 //===----------------------------------------------------------------------===//

@@ -307,6 +307,12 @@ def FMoE_AllToAllOp : FMoE_Op<"all_to_all", [DeclareOpInterfaceMethods<SymbolUse
     The counts travel first (one small all-to-all), then the rows; the
     counts stay on the device.
 
+    `shadow` lists experts replicated on every rank (`fmoe.replicate`):
+    their groups come last in `offsets` and stay on this rank. The expert
+    side then has `L + S` local experts (`S` shadowed ones after the `L`
+    own ones), `out_offsets: [(L+S)*W+1]`, and a shadowed expert's rows are
+    its group from this rank only.
+
     Example:
 
     ```mlir
@@ -317,7 +323,7 @@ def FMoE_AllToAllOp : FMoE_Op<"all_to_all", [DeclareOpInterfaceMethods<SymbolUse
   }];
   let arguments = (ins AnyRankedTensor:$input, AnyRankedTensor:$offsets,
                        FlatSymbolRefAttr:$grid, DenseI64ArrayAttr:$placement,
-                       UnitAttr:$reverse);
+                       UnitAttr:$reverse, OptionalAttr<DenseI64ArrayAttr>:$shadow);
   let results = (outs AnyRankedTensor:$output, AnyRankedTensor:$out_offsets);
   let assemblyFormat = [{
     $input `,` $offsets `on` $grid attr-dict `:` functional-type(operands, results)
@@ -327,6 +333,57 @@ def FMoE_AllToAllOp : FMoE_Op<"all_to_all", [DeclareOpInterfaceMethods<SymbolUse
     /// Experts held by each rank (placement size / world size).
     int64_t getLocalExperts(int64_t worldSize);
   }];
+}
+
+def FMoE_ReplicateOp : FMoE_Op<"replicate", [DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "give every rank a copy of the shadowed experts' parameters";
+  let description = [{
+    `input: [L, ...]` (one expert parameter of this rank's `L` experts) →
+    `output: [L+S, ...]`: the `L` own experts, then one copy of each
+    shadowed expert `shadow[j]`, broadcast from the rank that holds it
+    (`placement`; its slot there is its rank among that rank's experts by
+    ascending id). Inserted by `--fmoe-place-experts` for FasterMoE's
+    shadowing: the rows of a hot expert are computed where they were
+    routed, and its parameters travel instead.
+
+    Example:
+
+    ```mlir
+    shard.grid @ranks(shape = 2)
+    %w = fmoe.replicate %w1 on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2>}
+        : (tensor<2x32x16xf32>) -> tensor<3x32x16xf32>
+    ```
+  }];
+  let arguments = (ins AnyRankedTensor:$input, FlatSymbolRefAttr:$grid,
+                       DenseI64ArrayAttr:$placement, DenseI64ArrayAttr:$shadow);
+  let results = (outs AnyRankedTensor:$output);
+  let assemblyFormat = [{
+    $input `on` $grid attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def FMoE_ReplicateGradOp : FMoE_Op<"replicate_grad", [DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "sum the shadowed copies' gradients into their owners";
+  let description = [{
+    The gradient of `fmoe.replicate`: `grad: [L+S, ...]` → `output: [L, ...]`,
+    the own experts' gradients, where the owner of `shadow[j]` adds the sum
+    over every rank of copy `j`'s gradient into that expert's slot.
+
+    Example:
+
+    ```mlir
+    %dw1 = fmoe.replicate_grad %dw on @ranks {placement = array<i64: 0, 0, 1, 1>, shadow = array<i64: 2>}
+        : (tensor<3x32x16xf32>) -> tensor<2x32x16xf32>
+    ```
+  }];
+  let arguments = (ins AnyRankedTensor:$grad, FlatSymbolRefAttr:$grid,
+                       DenseI64ArrayAttr:$placement, DenseI64ArrayAttr:$shadow);
+  let results = (outs AnyRankedTensor:$output);
+  let assemblyFormat = [{
+    $grad `on` $grid attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
 }
 
 //===----------------------------------------------------------------------===//
