@@ -5,7 +5,9 @@ on the GPU: fmoe's compiled layer against, in the same run,
   (c) dense:       the same expert FLOPs as one dense MLP over T*k rows (cuBLAS),
                    the bound fmoe is measured against;
 and fmoe_graph: fmoe's step replayed from a CUDA graph (what is left without
-the host's launch overhead; not a baseline).
+the host's launch overhead; not a baseline); fmoe_unfused: fmoe compiled
+with --no-fused-epilogues (bias and activation in row kernels instead of the
+grouped GEMMs' epilogues), for comparing the compiler's two choices.
 Median of CUDA-event timings after warm-up, fresh random inputs every
 iteration; peak memory beside each. Prints a table and writes JSON.
 
@@ -241,6 +243,10 @@ def main():
                 impls[impl] = (fmoe.compile(layer), params)
             elif impl == "fmoe_graph":
                 impls[impl] = (fmoe.compile(layer), params)
+            elif impl == "fmoe_unfused":
+                # The compiler's other choice: bias and activation in row
+                # kernels instead of the GEMM epilogues.
+                impls[impl] = (fmoe.compile(layer, no_fused_epilogues="true"), params)
             elif impl == "loop":
                 impls[impl] = (loop_moe(layer, act), params)
             elif impl == "grouped_mm":

@@ -27,7 +27,9 @@ for e, k, act, dt, d, h in test_gpu.WIDE_CONFIGS:
 # The graph-capture and skewed-routing tests use configurations of the list.
 for s in bench_moe.SHAPES.values():
     fmoe.compile(bench_moe.make_layer(s, device="meta"))
-    count += 1
+    # bench_moe.py's fmoe_unfused: the same layer without fused epilogues.
+    fmoe.compile(bench_moe.make_layer(s, device="meta"), no_fused_epilogues="true")
+    count += 2
 # The demo's MoE layers (examples/train_lm.py), for running it on the GPU.
 sys.path.insert(0, str(ROOT / "examples"))
 import train_lm  # noqa: E402

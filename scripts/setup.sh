@@ -39,3 +39,6 @@ for line in open(sys.argv[1]):
         sys.exit(1)
 PY
 fi
+
+# CUTLASS headers for the sm90 fused-epilogue grouped GEMMs (PyPI wheel).
+bash "$(dirname "$0")/fetch-cutlass.sh"

@@ -62,9 +62,10 @@ int64_t dim(Value v, unsigned i) {
 class FunctionLowering {
 public:
   FunctionLowering(ModuleOp module, gpu::GPUModuleOp kernels, func::FuncOp func,
-                   ArrayRef<Lin> savedRows, bool keepSaved)
+                   ArrayRef<Lin> savedRows, bool keepSaved, bool fusedEpilogues)
       : module(module), kernels(kernels), func(func), savedRows(savedRows),
-        keepSaved(keepSaved), b(func.getContext()) {}
+        keepSaved(keepSaved), fusedEpilogues(fusedEpilogues),
+        b(func.getContext()) {}
 
   /// Rows of the forward function's results (for its backward).
   SmallVector<Lin> resultRows;
@@ -741,11 +742,18 @@ private:
   }
 
   LogicalResult lowerGather(GatherOp op) {
-    int64_t d = dim(op.getInput(), 1);
     Lin rows = rowsOf(op.getTokenOf());
     Value out = define(op.getRows(), rows);
-    launchRows(op, "gather", {mem(op.getInput()), mem(op.getTokenOf()), out},
-               rows, d, [&](KB &k, Value r, Value tid, ValueRange a, Value) {
+    gatherRows(op, mem(op.getInput()), mem(op.getTokenOf()), out, rows,
+               dim(op.getInput(), 1));
+    return success();
+  }
+
+  /// out[r] = input[token_of[r]] (zeros where token_of[r] = -1).
+  void gatherRows(Operation *op, Value input, Value tokenOf, Value out,
+                  Lin rows, int64_t d) {
+    launchRows(op, "gather", {input, tokenOf, out}, rows, d,
+               [&](KB &k, Value r, Value tid, ValueRange a, Value) {
                  Value t = k.toIndex(k.ld(a[1], r));
                  Value valid = k.cmpi(arith::CmpIPredicate::sge, t, k.c(0));
                  Value src = k.mul(k.sel(valid, t, k.c(0)), k.c(d));
@@ -760,7 +768,6 @@ private:
                             k.add(dst, col));
                      });
                });
-    return success();
   }
 
   /// The local expert of row `r`. Groups are expert-major: local expert l
@@ -785,6 +792,18 @@ private:
     return k.div(range[0], k.c(groups / local));
   }
 
+  /// Whether the expert MLP's biases and activation go into its GEMMs'
+  /// epilogues: bf16 (the runtime's sm90 grouped GEMMs with epilogues take
+  /// bf16), GeLU (the activation those epilogues implement), both biases,
+  /// and widths the GEMMs' 16-byte rows allow. Elsewhere generated row
+  /// kernels apply them.
+  static bool fusableEpilogues(Value fc1, Value fc1Bias, Value fc2Bias,
+                               Activation act) {
+    int64_t hidden = dim(fc1, 1), d = dim(fc1, 2);
+    return elementOf(fc1).isBF16() && act == Activation::gelu && fc1Bias &&
+           fc2Bias && hidden % 8 == 0 && d % 8 == 0;
+  }
+
   /// The expert MLP on grouped rows: fc1 (optionally through a gather), bias
   /// and activation, fc2, bias. Defines h and y.
   void expertForward(Operation *op, Value rowsSrc, Value tokenOf, Lin rows,
@@ -797,6 +816,27 @@ private:
     int64_t hw = glu ? 2 * hidden : hidden;
     Value h = define(hRes, rows);
     Value y = define(yRes, rows);
+    if (fusedEpilogues && fusableEpilogues(fc1, fc1Bias, fc2Bias, act)) {
+      // fc1: h = rows W1^T + b1 and a = gelu(h) in one GEMM; fc2: y = a W2^T
+      // + b2. The GEMMs load contiguous rows: a gathered operand is gathered
+      // first (as a gathering GEMM would, into a buffer of its own).
+      Value a = temp(op->getLoc(), elementOf(hRes), rows, hidden);
+      Value src = mem(rowsSrc);
+      if (tokenOf) {
+        src = temp(op->getLoc(), elementOf(hRes), rows, d);
+        gatherRows(op, mem(rowsSrc), mem(tokenOf), src, rows, d);
+      }
+      SmallVector<NamedAttribute> attrs =
+          gemmAttrs("nt", hidden, d, d, hidden, 0, local);
+      attrs.push_back(b.getNamedAttr(
+          "activation", b.getStringAttr(stringifyActivation(act))));
+      call(op, "grouped_gemm_bias_act",
+           {src, mem(fc1), mem(fc1Bias), h, a, mem(offsets)}, attrs);
+      call(op, "grouped_gemm_bias",
+           {a, mem(fc2), mem(fc2Bias), y, mem(offsets)},
+           gemmAttrs("nt", d, hidden, hidden, d, 0, local));
+      return;
+    }
     // Rows past offsets[G] are never read: no memsets.
     auto fc1Gemm = [&](Value w, int64_t cCol) {
       if (tokenOf)
@@ -1448,6 +1488,9 @@ private:
   ArrayRef<Lin> savedRows;
   /// Never write over a saved input (--keep-saved).
   bool keepSaved;
+  /// Bias and activation in the GEMM epilogues where the runtime has them
+  /// (--fused-epilogues).
+  bool fusedEpilogues;
   OpBuilder b;
   Value tokens;
   Value received; // R in the IR, once known (see lin())
@@ -1486,7 +1529,8 @@ struct FMoELowerToRuntimePass
       SmallVector<Lin> saved;
       if (auto fwd = f->getAttrOfType<FlatSymbolRefAttr>("fmoe.forward"))
         saved = savedRowsOf.lookup(fwd.getValue());
-      FunctionLowering lowering(module, kernels, f, saved, keepSaved);
+      FunctionLowering lowering(module, kernels, f, saved, keepSaved,
+                                fusedEpilogues);
       std::string name = f.getName().str();
       if (failed(lowering.run()))
         return signalPassFailure();

@@ -21,8 +21,8 @@ void mlir::fmoe::buildLowerMoePipeline(OpPassManager &pm,
       options.shadowHot}));
   pm.addPass(createFMoEGenerateBackward());
   pm.addPass(createFMoEFuse(FMoEFuseOptions{options.gatherCombine}));
-  pm.addPass(createFMoELowerToRuntime(
-      FMoELowerToRuntimeOptions{options.chip, options.keepSaved}));
+  pm.addPass(createFMoELowerToRuntime(FMoELowerToRuntimeOptions{
+      options.chip, options.keepSaved, options.fusedEpilogues}));
   // Kernels: NVVM, then PTX text (format=isa needs no ptxas).
   GpuNVVMAttachTargetOptions target;
   target.chip = options.chip;

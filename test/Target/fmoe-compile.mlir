@@ -17,8 +17,10 @@
 // CHECK-NEXT: call fmoe_rt_memset (fmoe.gate_route)
 // CHECK-NEXT: launch moe_gelu_gate_route (fmoe.gate_route)
 // CHECK-NEXT: launch moe_gelu_offsets (fmoe.dispatch)
-// CHECK: call fmoe_rt_grouped_gemm_gather_bf16 (fmoe.fused_expert)
-// CHECK: launch moe_gelu_combine (fmoe.fused_expert)
+// CHECK: launch moe_gelu_gather (fmoe.fused_expert)
+// CHECK-NEXT: call fmoe_rt_grouped_gemm_bias_act_bf16 (fmoe.fused_expert)
+// CHECK-NEXT: call fmoe_rt_grouped_gemm_bias_bf16 (fmoe.fused_expert)
+// CHECK-NEXT: launch moe_gelu_combine (fmoe.fused_expert)
 // CHECK: program backward @moe_gelu_backward:
 // CHECK: call fmoe_rt_grouped_wgrad_bf16 (fmoe.gate_grad)
 // CHECK: launch moe_gelu_backward_gate_bias_grad (fmoe.gate_grad)

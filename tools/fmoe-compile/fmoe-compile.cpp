@@ -55,6 +55,11 @@ int main(int argc, char **argv) {
       cl::desc("never write over the backward's saved inputs (a graph can "
                "then be back-propagated more than once)"),
       cl::init(false));
+  static cl::opt<bool> noFusedEpilogues(
+      "no-fused-epilogues",
+      cl::desc("keep bias and activation out of the grouped GEMMs (row "
+               "kernels instead)"),
+      cl::init(false));
   static cl::opt<bool> emitMlir(
       "emit-mlir", cl::desc("print the lowered IR instead of the module"),
       cl::init(false));
@@ -87,6 +92,7 @@ int main(int argc, char **argv) {
   options.toolkit = toolkit;
   options.gatherCombine = !noGatherCombine;
   options.keepSaved = keepSaved;
+  options.fusedEpilogues = !noFusedEpilogues;
   PassManager pm(&context);
   mlir::fmoe::buildLowerMoePipeline(pm, options);
   if (failed(pm.run(*module)))

@@ -57,6 +57,10 @@ struct LowerMoeOptions : public PassPipelineOptions<LowerMoeOptions> {
       *this, "keep-saved",
       llvm::cl::desc("never write over the backward's saved inputs"),
       llvm::cl::init(false)};
+  PassOptions::Option<bool> fusedEpilogues{
+      *this, "fused-epilogues",
+      llvm::cl::desc("bias and activation in the grouped GEMMs' epilogues"),
+      llvm::cl::init(true)};
   PassOptions::Option<std::string> toolkit{
       *this, "cuda-toolkit",
       llvm::cl::desc("CUDA toolkit with libdevice (empty: MLIR's default)"),

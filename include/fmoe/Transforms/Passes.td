@@ -200,7 +200,10 @@ def FMoELowerToRuntime : Pass<"fmoe-lower-to-runtime", "ModuleOp"> {
     Option<"keepSaved", "keep-saved", "bool", /*default=*/"false",
            "never write over the backward's saved inputs (so that a graph can "
            "be back-propagated more than once), at one buffer more of peak "
-           "memory">
+           "memory">,
+    Option<"fusedEpilogues", "fused-epilogues", "bool", /*default=*/"true",
+           "bf16 GeLU experts with biases: the bias and activation go into "
+           "the grouped GEMMs' epilogues (fmoe_rt_grouped_gemm_bias[_act])">
   ];
 }
 

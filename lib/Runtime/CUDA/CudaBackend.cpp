@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "FusedGroupedGemm.h"
 #include "GroupedGemm.h"
 #include "fmoe/Runtime/Runtime.h"
 
@@ -275,6 +276,8 @@ private:
                     const std::vector<BufferRef> &args);
   void allToAll(const Attrs &attrs, const std::vector<BufferRef> &args,
                 Execution &execution);
+  void groupedGemmEpilogue(const Attrs &attrs, const LibraryTarget &target,
+                           const std::vector<BufferRef> &args, bool act);
   /// Copies on the backend's stream, for the exchanges.
   MemoryOps deviceMemory();
 
@@ -604,6 +607,10 @@ void CudaBackend::call(const format::Command &cmd,
     return groupedGemm(attrs, target, args, /*gather=*/true);
   if (target.base == "fmoe_rt_grouped_wgrad")
     return groupedWgrad(attrs, target, args);
+  if (target.base == "fmoe_rt_grouped_gemm_bias" ||
+      target.base == "fmoe_rt_grouped_gemm_bias_act")
+    return groupedGemmEpilogue(attrs, target, args,
+                               target.base == "fmoe_rt_grouped_gemm_bias_act");
   if (target.base == "fmoe_rt_all_to_all")
     return allToAll(attrs, args, execution);
   if (target.base == "fmoe_rt_replicate" ||
@@ -687,6 +694,90 @@ void CudaBackend::groupedGemm(const Attrs &attrs, const LibraryTarget &target,
   p.c = c.data;
   p.offsets = static_cast<const int32_t *>(offsets.data);
   cuda::launchGroupedGemm(type, p, stream);
+}
+
+void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
+                                      const LibraryTarget &target,
+                                      const std::vector<BufferRef> &args,
+                                      bool act) {
+  // a, w, bias, c, offsets  or  a, w, bias, h, c, offsets
+  requireOperands(attrs, args, act ? 6 : 5);
+  const BufferRef &a = args[0], &w = args[1], &bias = args[2];
+  const BufferRef &c = args[act ? 4 : 3], &offsets = args[act ? 5 : 4];
+  const BufferRef *h = act ? &args[3] : nullptr;
+  DType type = target.typed ? target.type : c.dtype;
+  for (const BufferRef *b : {&a, &w, &bias, &c, h})
+    if (b)
+      requireType(attrs, *b, type, "operand");
+  if (act && attrs.getString("activation") != "gelu")
+    throw Error(attrs.where() + ": no epilogue for activation '" +
+                attrs.getString("activation") + "' (gelu only)");
+  if (attrs.getString("layout") != "nt" || attrs.getSize("a_col", 0) != 0 ||
+      attrs.getSize("c_col", 0) != 0 || attrs.getBool("accumulate", false))
+    throw Error(attrs.where() + ": the epilogue GEMMs take layout nt, "
+                                "a_col = c_col = 0 and no accumulate");
+  int64_t n = attrs.getSize("n"), k = attrs.getSize("k");
+  int64_t lda = attrs.getSize("lda"), ldc = attrs.getSize("ldc");
+  int64_t local = attrs.getInt("local_experts");
+  int64_t groups = groupsOf(attrs, offsets, local);
+  int64_t rows = rowsOf(attrs, c, "c");
+  requireSpan(attrs, c, "c", rows, ldc, 0, n);
+  if (h)
+    requireSpan(attrs, *h, "h", rows, ldc, 0, n);
+  requireSpan(attrs, a, "a", rows, lda, 0, k);
+  requireSpan(attrs, w, "w", 1, 0, 0, local * n * k);
+  requireSpan(attrs, bias, "bias", 1, 0, 0, local * n);
+
+  // The sm90 grouped GEMM with the epilogue fused (bf16).
+  if (type == DType::BF16) {
+    cuda::FusedGemmArgs f;
+    f.a = a.data;
+    f.lda = lda;
+    f.w = w.data;
+    f.nt = true;
+    f.bias = bias.data;
+    f.d = c.data;
+    f.ldd = ldc;
+    if (h) {
+      f.aux = h->data;
+      f.ldaux = ldc;
+    }
+    f.offsets = static_cast<const int32_t *>(offsets.data);
+    f.experts = local;
+    f.groupsPerExpert = groups / local;
+    f.n = n;
+    f.k = k;
+    f.epilogue = act ? cuda::FusedEpilogue::BiasAct : cuda::FusedEpilogue::Bias;
+    if (rows > 0 && cuda::fusedGroupedGemmSupported(f)) {
+      f.workspaceBytes = cuda::fusedGroupedGemmWorkspace(f);
+      f.workspace = allocate(f.workspaceBytes);
+      try {
+        cuda::launchFusedGroupedGemm(f, stream);
+      } catch (const std::exception &e) {
+        deallocate(f.workspace);
+        throw Error(attrs.where() + ": " + e.what());
+      }
+      deallocate(f.workspace); // stream-ordered: after the kernels
+      return;
+    }
+  }
+  // Elsewhere: the plain grouped GEMM (the library hook's, else the
+  // backend's own), then the epilogue over c.
+  std::vector<BufferRef> plain{a, w, c, offsets};
+  const CudaLibraryHook::Fn &hook = CudaLibraryHook::get();
+  if (!hook || !hook("fmoe_rt_grouped_gemm", attrs.command(), plain, stream))
+    groupedGemm(attrs, target, plain, /*gather=*/false);
+  cuda::BiasActArgs e;
+  e.c = c.data;
+  e.h = h ? h->data : nullptr;
+  e.bias = bias.data;
+  e.offsets = static_cast<const int32_t *>(offsets.data);
+  e.rows = rows;
+  e.n = n;
+  e.ldc = ldc;
+  e.groups = groups;
+  e.localExperts = local;
+  cuda::launchBiasAct(type, e, stream);
 }
 
 void CudaBackend::groupedWgrad(const Attrs &attrs, const LibraryTarget &target,

@@ -18,6 +18,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 #include <string>
 
@@ -345,7 +346,67 @@ void wgradFor(const GroupedWgradArgs &p, dim3 grid, int nTiles,
 
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+/// One block per row (grid-stride): the row's local expert is found once
+/// per block by a binary search over the offsets; the threads cover its
+/// columns.
+template <typename T> __global__ void biasActKernel(BiasActArgs p) {
+  __shared__ int64_t expert;
+  int32_t first = p.offsets[0], last = p.offsets[p.groups];
+  for (int64_t r = blockIdx.x; r < p.rows; r += gridDim.x) {
+    if (r < first || r >= last)
+      continue;      // uniform over the block
+    __syncthreads(); // the previous row's readers of `expert` are done
+    if (threadIdx.x == 0) {
+      int64_t lo = 0, hi = p.groups; // the last group starting at or before r
+      while (hi - lo > 1) {
+        int64_t mid = (lo + hi) / 2;
+        if (p.offsets[mid] <= r)
+          lo = mid;
+        else
+          hi = mid;
+      }
+      expert = lo / (p.groups / p.localExperts);
+    }
+    __syncthreads();
+    T *c = static_cast<T *>(p.c) + r * p.ldc;
+    T *h = p.h ? static_cast<T *>(p.h) + r * p.ldc : nullptr;
+    const T *bias = static_cast<const T *>(p.bias) + expert * p.n;
+    for (int64_t j = threadIdx.x; j < p.n; j += blockDim.x) {
+      float v = toFloat(c[j]) + toFloat(bias[j]);
+      if (h) {
+        h[j] = fromFloat<T>(v);
+        v = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); // gelu
+      }
+      c[j] = fromFloat<T>(v);
+    }
+  }
+}
+
 } // namespace
+
+void launchBiasAct(DType type, const BiasActArgs &p, CUstream_st *stream) {
+  if (p.groups <= 0 || p.rows <= 0 || p.n <= 0)
+    return;
+  if (p.localExperts <= 0 || p.groups % p.localExperts != 0)
+    throw Error("bias epilogue: " + std::to_string(p.groups) +
+                " groups do not split over " + std::to_string(p.localExperts) +
+                " local experts");
+  unsigned blocks = static_cast<unsigned>(std::min<int64_t>(p.rows, 1 << 20));
+  switch (type) {
+  case DType::F32:
+    biasActKernel<float><<<blocks, 256, 0, stream>>>(p);
+    break;
+  case DType::BF16:
+    biasActKernel<__nv_bfloat16><<<blocks, 256, 0, stream>>>(p);
+    break;
+  case DType::F16:
+    biasActKernel<__half><<<blocks, 256, 0, stream>>>(p);
+    break;
+  case DType::I32:
+    throw Error("bias epilogue: no kernel for i32");
+  }
+  checkLaunch("the bias epilogue kernel");
+}
 
 void launchGroupedGemm(DType type, const GroupedGemmArgs &p,
                        CUstream_st *stream) {

@@ -1,0 +1,64 @@
+// RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s
+// RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime=fused-epilogues=false | FileCheck %s --check-prefix=UNFUSED
+
+// bf16 GeLU experts with both biases: fc1's bias and GeLU go into its GEMM's
+// epilogue (h and a = gelu(h) written by the GEMM), fc2's bias into its
+// GEMM's. The gathered operand is gathered first (the epilogue GEMMs load
+// contiguous rows). Other layers keep the row kernels.
+func.func @gelu_bf16(%x: tensor<?x16xbf16>, %wg: tensor<4x16xbf16>,
+                     %w1: tensor<4x32x16xbf16>, %b1: tensor<4x32xbf16>,
+                     %w2: tensor<4x16x32xbf16>, %b2: tensor<4x16xbf16>) -> tensor<?x16xbf16> {
+  %y = fmoe.moe %x gate %wg fc1 %w1 bias %b1 fc2 %w2 bias %b2
+      {activation = #fmoe<activation gelu>, num_experts = 4 : i64, top_k = 2 : i64}
+      : (tensor<?x16xbf16>, tensor<4x16xbf16>, tensor<4x32x16xbf16>, tensor<4x32xbf16>,
+         tensor<4x16x32xbf16>, tensor<4x16xbf16>) -> tensor<?x16xbf16>
+  return %y : tensor<?x16xbf16>
+}
+
+// ReLU: no fused epilogue (the runtime's epilogue GEMMs apply GeLU).
+func.func @relu_bf16(%x: tensor<?x16xbf16>, %wg: tensor<4x16xbf16>,
+                     %w1: tensor<4x32x16xbf16>, %b1: tensor<4x32xbf16>,
+                     %w2: tensor<4x16x32xbf16>, %b2: tensor<4x16xbf16>) -> tensor<?x16xbf16> {
+  %y = fmoe.moe %x gate %wg fc1 %w1 bias %b1 fc2 %w2 bias %b2
+      {activation = #fmoe<activation relu>, num_experts = 4 : i64, top_k = 2 : i64}
+      : (tensor<?x16xbf16>, tensor<4x16xbf16>, tensor<4x32x16xbf16>, tensor<4x32xbf16>,
+         tensor<4x16x32xbf16>, tensor<4x16xbf16>) -> tensor<?x16xbf16>
+  return %y : tensor<?x16xbf16>
+}
+
+// f32: no fused epilogue.
+func.func @gelu_f32(%x: tensor<?x16xf32>, %wg: tensor<4x16xf32>,
+                    %w1: tensor<4x32x16xf32>, %b1: tensor<4x32xf32>,
+                    %w2: tensor<4x16x32xf32>, %b2: tensor<4x16xf32>) -> tensor<?x16xf32> {
+  %y = fmoe.moe %x gate %wg fc1 %w1 bias %b1 fc2 %w2 bias %b2
+      {activation = #fmoe<activation gelu>, num_experts = 4 : i64, top_k = 2 : i64}
+      : (tensor<?x16xf32>, tensor<4x16xf32>, tensor<4x32x16xf32>, tensor<4x32xf32>,
+         tensor<4x16x32xf32>, tensor<4x16xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
+
+// Arguments: %arg1 input, %arg3/%arg4 fc1 weight/bias, %arg5/%arg6 fc2
+// weight/bias, %arg11 the saved h.
+// CHECK-LABEL: func.func @gelu_bf16(
+// CHECK-SAME: %arg11: memref<?xbf16> {fmoe.buffer = {cols = 32 : i64, name = "saved3"
+// CHECK: gpu.launch_func @fmoe_kernels::@gelu_bf16_gather {{.*}} args(%arg1 : memref<?xbf16>, %{{.*}} : memref<?xi32>, %[[ROWS:[a-z0-9_]+]] : memref<?xbf16>
+// CHECK-NOT: gpu.launch_func
+// CHECK: call @fmoe_rt_grouped_gemm_bias_act_bf16(%[[ROWS]], %arg3, %arg4, %arg11, %[[A:[a-z0-9_]+]], %[[OFF:[a-z0-9_]+]])
+// CHECK-SAME: activation = "gelu"
+// CHECK-SAME: k = 16 : i64, layout = "nt", lda = 16 : i64, ldc = 32 : i64, local_experts = 4 : i64, n = 32 : i64
+// CHECK-NEXT: call @fmoe_rt_grouped_gemm_bias_bf16(%[[A]], %arg5, %arg6, %[[YE:[a-z0-9_]+]], %[[OFF]])
+// CHECK-SAME: k = 32 : i64, layout = "nt", lda = 32 : i64, ldc = 16 : i64, local_experts = 4 : i64, n = 16 : i64
+// CHECK: gpu.launch_func @fmoe_kernels::@gelu_bf16_combine {{.*}} args(%[[YE]] : memref<?xbf16>
+// CHECK-LABEL: func.func @gelu_bf16_backward(
+// CHECK-LABEL: func.func @relu_bf16(
+// CHECK-NOT: grouped_gemm_bias
+// CHECK: gpu.launch_func @fmoe_kernels::@relu_bf16_bias_act
+// CHECK: gpu.launch_func @fmoe_kernels::@relu_bf16_bias blocks
+// CHECK-LABEL: func.func @gelu_f32(
+// CHECK-NOT: grouped_gemm_bias
+// CHECK: gpu.launch_func @fmoe_kernels::@gelu_f32_bias_act
+// CHECK: func.func private @fmoe_rt_grouped_gemm_bias_act_bf16(memref<?xbf16>, memref<?xbf16>, memref<?xbf16>, memref<?xbf16>, memref<?xbf16>, memref<?xi32>)
+// CHECK: func.func private @fmoe_rt_grouped_gemm_bias_bf16(memref<?xbf16>, memref<?xbf16>, memref<?xbf16>, memref<?xbf16>, memref<?xi32>)
+
+// UNFUSED-NOT: grouped_gemm_bias
+// UNFUSED: gpu.launch_func @fmoe_kernels::@gelu_bf16_bias_act
