@@ -792,16 +792,17 @@ private:
     return k.div(range[0], k.c(groups / local));
   }
 
-  /// Whether the expert MLP's biases and activation go into its GEMMs'
-  /// epilogues: bf16 (the runtime's sm90 grouped GEMMs with epilogues take
-  /// bf16), GeLU (the activation those epilogues implement), both biases,
-  /// and widths the GEMMs' 16-byte rows allow. Elsewhere generated row
-  /// kernels apply them.
+  /// Whether the expert MLP's biases go into its GEMMs' epilogues
+  /// (fmoe_rt_grouped_gemm_bias): bf16 (the runtime's sm90 grouped GEMMs
+  /// with epilogues take bf16), both biases, one fc1 GEMM (not the GLU
+  /// forms' two), and widths the GEMMs' 16-byte rows allow. The activation
+  /// stays a row kernel: with it in the GEMM too (and h stored beside), the
+  /// GEMM measured as slow as GEMM + row kernel (docs/fused-gemm.md).
   static bool fusableEpilogues(Value fc1, Value fc1Bias, Value fc2Bias,
                                Activation act) {
     int64_t hidden = dim(fc1, 1), d = dim(fc1, 2);
-    return elementOf(fc1).isBF16() && act == Activation::gelu && fc1Bias &&
-           fc2Bias && hidden % 8 == 0 && d % 8 == 0;
+    return elementOf(fc1).isBF16() && !isGLU(act) && fc1Bias && fc2Bias &&
+           hidden % 8 == 0 && d % 8 == 0;
   }
 
   /// The expert MLP on grouped rows: fc1 (optionally through a gather), bias
@@ -816,30 +817,25 @@ private:
     int64_t hw = glu ? 2 * hidden : hidden;
     Value h = define(hRes, rows);
     Value y = define(yRes, rows);
-    if (fusedEpilogues && fusableEpilogues(fc1, fc1Bias, fc2Bias, act)) {
-      // fc1: h = rows W1^T + b1 and a = gelu(h) in one GEMM; fc2: y = a W2^T
-      // + b2. The GEMMs load contiguous rows: a gathered operand is gathered
-      // first (as a gathering GEMM would, into a buffer of its own).
-      Value a = temp(op->getLoc(), elementOf(hRes), rows, hidden);
-      Value src = mem(rowsSrc);
-      if (tokenOf) {
-        src = temp(op->getLoc(), elementOf(hRes), rows, d);
-        gatherRows(op, mem(rowsSrc), mem(tokenOf), src, rows, d);
-      }
-      SmallVector<NamedAttribute> attrs =
-          gemmAttrs("nt", hidden, d, d, hidden, 0, local);
-      attrs.push_back(b.getNamedAttr(
-          "activation", b.getStringAttr(stringifyActivation(act))));
-      call(op, "grouped_gemm_bias_act",
-           {src, mem(fc1), mem(fc1Bias), h, a, mem(offsets)}, attrs);
-      call(op, "grouped_gemm_bias",
-           {a, mem(fc2), mem(fc2Bias), y, mem(offsets)},
-           gemmAttrs("nt", d, hidden, hidden, d, 0, local));
-      return;
-    }
+    // The biases in the GEMMs' epilogues, where the runtime has them; the
+    // activation stays a row kernel (a = act(h) reads h once).
+    bool biasInGemm =
+        fusedEpilogues && fusableEpilogues(fc1, fc1Bias, fc2Bias, act);
     // Rows past offsets[G] are never read: no memsets.
     auto fc1Gemm = [&](Value w, int64_t cCol) {
-      if (tokenOf)
+      if (biasInGemm) {
+        // The epilogue GEMMs load contiguous rows: a gathered operand is
+        // gathered first (as a gathering GEMM would, into a buffer of its
+        // own).
+        Value src = mem(rowsSrc);
+        if (tokenOf) {
+          src = temp(op->getLoc(), elementOf(hRes), rows, d);
+          gatherRows(op, mem(rowsSrc), mem(tokenOf), src, rows, d);
+        }
+        call(op, "grouped_gemm_bias",
+             {src, mem(w), mem(fc1Bias), h, mem(offsets)},
+             gemmAttrs("nt", hidden, d, d, hw, cCol, local));
+      } else if (tokenOf)
         call(op, "grouped_gemm_gather",
              {mem(rowsSrc), mem(tokenOf), mem(w), h, mem(offsets)},
              gemmAttrs("nt", hidden, d, d, hw, cCol, local));
@@ -853,6 +849,8 @@ private:
     // Activation epilogue: h keeps the biased pre-activation, a = act(h).
     Value a = temp(op->getLoc(), elementOf(hRes), rows, hidden);
     SmallVector<Value> args{h, mem(offsets), a};
+    if (biasInGemm)
+      fc1Bias = Value(); // already in h
     if (fc1Bias)
       args.push_back(mem(fc1Bias));
     launchGroupedRows(
@@ -886,6 +884,12 @@ private:
                 k.st(out, m[2], k.add(aRow, j));
               });
         });
+    if (biasInGemm) {
+      call(op, "grouped_gemm_bias",
+           {a, mem(fc2), mem(fc2Bias), y, mem(offsets)},
+           gemmAttrs("nt", d, hidden, hidden, d, 0, local));
+      return;
+    }
     call(op, "grouped_gemm", {a, mem(fc2), y, mem(offsets)},
          gemmAttrs("nt", d, hidden, hidden, d, 0, local));
     if (fc2Bias)

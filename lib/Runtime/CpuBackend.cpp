@@ -491,17 +491,8 @@ std::vector<float> matrix(View v, int64_t first, int64_t count, int64_t cols) {
 }
 
 /// c[r, c_col + j] (+)= Σ a[r, a_col + p] w[l] for each group's rows.
-/// The epilogue of fmoe_rt_grouped_gemm_bias[_act]: out = acc + bias[l],
-/// or h = acc + bias[l] and out = act(h).
-struct GemmEpilogue {
-  View bias;
-  const View *h = nullptr;
-  std::string act;
-};
-
 void groupedGemm(const format::Command &c, View a, const View *gatherIdx,
-                 View w, View out, View offsets,
-                 const GemmEpilogue *epilogue = nullptr) {
+                 View w, View out, View offsets, const View *bias = nullptr) {
   int64_t n = intAttr(c, "n"), k = intAttr(c, "k");
   int64_t lda = intAttr(c, "lda"), ldc = intAttr(c, "ldc");
   int64_t aCol = intAttrOr(c, "a_col", 0), cCol = intAttrOr(c, "c_col", 0);
@@ -525,16 +516,10 @@ void groupedGemm(const format::Command &c, View a, const View *gatherIdx,
     std::vector<float> cf = toFloat(out, outRows, ldc, cCol, n);
     gemmSlot()(int64_t(rows.size()), n, k, af.data(), k, wf.data(), nt ? k : n,
                nt, cf.data(), n, accumulate);
-    if (epilogue)
+    if (bias) // fmoe_rt_grouped_gemm_bias: in the epilogue, from fp32
       for (size_t r = 0; r < outRows.size(); ++r)
-        for (int64_t j = 0; j < n; ++j) {
-          float &v = cf[r * n + j];
-          v += epilogue->bias.f((g / perExpert) * n + j);
-          if (epilogue->h) {
-            epilogue->h->set(outRows[r] * ldc + cCol + j, v);
-            v = activate(epilogue->act, v);
-          }
-        }
+        for (int64_t j = 0; j < n; ++j)
+          cf[r * n + j] += bias->f((g / perExpert) * n + j);
     for (size_t r = 0; r < outRows.size(); ++r)
       for (int64_t j = 0; j < n; ++j)
         out.set(outRows[r] * ldc + cCol + j, cf[r * n + j]);
@@ -755,15 +740,8 @@ private:
                fn == "fmoe_rt_grouped_gemm_to_f32") {
       groupedGemm(c, v(a, 0), nullptr, v(a, 1), v(a, 2), v(a, 3));
     } else if (fn == "fmoe_rt_grouped_gemm_bias") {
-      GemmEpilogue bias{v(a, 2)};
+      View bias = v(a, 2);
       groupedGemm(c, v(a, 0), nullptr, v(a, 1), v(a, 3), v(a, 4), &bias);
-    } else if (fn == "fmoe_rt_grouped_gemm_bias_act") {
-      const std::string *act = findAttr(c, "activation");
-      if (!act)
-        throw Error(c.target + " lacks attribute 'activation'");
-      View h = v(a, 3);
-      GemmEpilogue biasAct{v(a, 2), &h, *act};
-      groupedGemm(c, v(a, 0), nullptr, v(a, 1), v(a, 4), v(a, 5), &biasAct);
     } else if (fn == "fmoe_rt_grouped_gemm_gather") {
       View idx = v(a, 1);
       groupedGemm(c, v(a, 0), &idx, v(a, 2), v(a, 3), v(a, 4));

@@ -18,7 +18,8 @@
 // CHECK-NEXT: launch moe_gelu_gate_route (fmoe.gate_route)
 // CHECK-NEXT: launch moe_gelu_offsets (fmoe.dispatch)
 // CHECK: launch moe_gelu_gather (fmoe.fused_expert)
-// CHECK-NEXT: call fmoe_rt_grouped_gemm_bias_act_bf16 (fmoe.fused_expert)
+// CHECK-NEXT: call fmoe_rt_grouped_gemm_bias_bf16 (fmoe.fused_expert)
+// CHECK-NEXT: launch moe_gelu_bias_act (fmoe.fused_expert)
 // CHECK-NEXT: call fmoe_rt_grouped_gemm_bias_bf16 (fmoe.fused_expert)
 // CHECK-NEXT: launch moe_gelu_combine (fmoe.fused_expert)
 // CHECK: program backward @moe_gelu_backward:

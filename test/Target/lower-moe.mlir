@@ -6,7 +6,7 @@
 
 // GELU-LABEL: func.func @moe_gelu(
 // GELU: gpu.launch_func @fmoe_kernels::@moe_gelu_gate_route
-// GELU: call @fmoe_rt_grouped_gemm_bias_act_bf16(
+// GELU: call @fmoe_rt_grouped_gemm_bias_bf16(
 // GELU-SAME: n = 4096
 // GELU: call @fmoe_rt_grouped_gemm_bias_bf16(
 // GELU-SAME: n = 1024
@@ -19,6 +19,7 @@
 // GELU-SAME: .entry moe_gelu_offsets(
 // GELU-SAME: .entry moe_gelu_scatter(
 // GELU-SAME: .entry moe_gelu_gather(
+// GELU-SAME: .entry moe_gelu_bias_act(
 // GELU-SAME: .entry moe_gelu_combine(
 // GELU-SAME: .entry moe_gelu_backward_combine_grad_rows(
 // GELU-SAME: .entry moe_gelu_backward_combine_grad_scores(
@@ -34,7 +35,7 @@
 // EP4: shard.grid @fmoe_grid_4(shape = 4)
 // EP4-LABEL: func.func @moe_gelu_ep4(
 // EP4: call @fmoe_rt_all_to_all_bf16({{.*}}placement = array<i64: 0, 0, 1, 1, 2, 2, 3, 3>, reverse = false, world_size = 4 : i64
-// EP4: call @fmoe_rt_grouped_gemm_bias_act_bf16({{.*}}local_experts = 2 : i64
+// EP4: call @fmoe_rt_grouped_gemm_bias_bf16({{.*}}local_experts = 2 : i64
 // EP4: call @fmoe_rt_all_to_all_bf16({{.*}}reverse = true, world_size = 4 : i64
 // EP4-LABEL: func.func @moe_gelu_ep4_backward(
 // EP4: call @fmoe_rt_all_to_all_bf16(

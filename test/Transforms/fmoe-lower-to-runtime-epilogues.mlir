@@ -1,10 +1,11 @@
 // RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s
 // RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime=fused-epilogues=false | FileCheck %s --check-prefix=UNFUSED
 
-// bf16 GeLU experts with both biases: fc1's bias and GeLU go into its GEMM's
-// epilogue (h and a = gelu(h) written by the GEMM), fc2's bias into its
-// GEMM's. The gathered operand is gathered first (the epilogue GEMMs load
-// contiguous rows). Other layers keep the row kernels.
+// bf16 experts with both biases: each bias goes into its GEMM's epilogue
+// (fmoe_rt_grouped_gemm_bias), the activation is a row kernel reading h
+// (bias_act without a bias). The gathered operand is gathered first (the
+// epilogue GEMMs load contiguous rows). GLU forms and other dtypes keep the
+// plain GEMMs and the bias kernels.
 func.func @gelu_bf16(%x: tensor<?x16xbf16>, %wg: tensor<4x16xbf16>,
                      %w1: tensor<4x32x16xbf16>, %b1: tensor<4x32xbf16>,
                      %w2: tensor<4x16x32xbf16>, %b2: tensor<4x16xbf16>) -> tensor<?x16xbf16> {
@@ -15,7 +16,7 @@ func.func @gelu_bf16(%x: tensor<?x16xbf16>, %wg: tensor<4x16xbf16>,
   return %y : tensor<?x16xbf16>
 }
 
-// ReLU: no fused epilogue (the runtime's epilogue GEMMs apply GeLU).
+// ReLU: the same (the activation is not in the GEMM).
 func.func @relu_bf16(%x: tensor<?x16xbf16>, %wg: tensor<4x16xbf16>,
                      %w1: tensor<4x32x16xbf16>, %b1: tensor<4x32xbf16>,
                      %w2: tensor<4x16x32xbf16>, %b2: tensor<4x16xbf16>) -> tensor<?x16xbf16> {
@@ -26,7 +27,7 @@ func.func @relu_bf16(%x: tensor<?x16xbf16>, %wg: tensor<4x16xbf16>,
   return %y : tensor<?x16xbf16>
 }
 
-// f32: no fused epilogue.
+// f32: no bias GEMM.
 func.func @gelu_f32(%x: tensor<?x16xf32>, %wg: tensor<4x16xf32>,
                     %w1: tensor<4x32x16xf32>, %b1: tensor<4x32xf32>,
                     %w2: tensor<4x16x32xf32>, %b2: tensor<4x16xf32>) -> tensor<?x16xf32> {
@@ -42,23 +43,22 @@ func.func @gelu_f32(%x: tensor<?x16xf32>, %wg: tensor<4x16xf32>,
 // CHECK-LABEL: func.func @gelu_bf16(
 // CHECK-SAME: %arg11: memref<?xbf16> {fmoe.buffer = {cols = 32 : i64, name = "saved3"
 // CHECK: gpu.launch_func @fmoe_kernels::@gelu_bf16_gather {{.*}} args(%arg1 : memref<?xbf16>, %{{.*}} : memref<?xi32>, %[[ROWS:[a-z0-9_]+]] : memref<?xbf16>
-// CHECK-NOT: gpu.launch_func
-// CHECK: call @fmoe_rt_grouped_gemm_bias_act_bf16(%[[ROWS]], %arg3, %arg4, %arg11, %[[A:[a-z0-9_]+]], %[[OFF:[a-z0-9_]+]])
-// CHECK-SAME: activation = "gelu"
+// CHECK-NEXT: call @fmoe_rt_grouped_gemm_bias_bf16(%[[ROWS]], %arg3, %arg4, %arg11, %[[OFF:[a-z0-9_]+]])
 // CHECK-SAME: k = 16 : i64, layout = "nt", lda = 16 : i64, ldc = 32 : i64, local_experts = 4 : i64, n = 32 : i64
+// CHECK: gpu.launch_func @fmoe_kernels::@gelu_bf16_bias_act {{.*}} args(%arg11 : memref<?xbf16>, %[[OFF]] : memref<?xi32>, %[[A:[a-z0-9_]+]] : memref<?xbf16>, %arg0 : index)
 // CHECK-NEXT: call @fmoe_rt_grouped_gemm_bias_bf16(%[[A]], %arg5, %arg6, %[[YE:[a-z0-9_]+]], %[[OFF]])
 // CHECK-SAME: k = 32 : i64, layout = "nt", lda = 32 : i64, ldc = 16 : i64, local_experts = 4 : i64, n = 16 : i64
 // CHECK: gpu.launch_func @fmoe_kernels::@gelu_bf16_combine {{.*}} args(%[[YE]] : memref<?xbf16>
 // CHECK-LABEL: func.func @gelu_bf16_backward(
 // CHECK-LABEL: func.func @relu_bf16(
-// CHECK-NOT: grouped_gemm_bias
-// CHECK: gpu.launch_func @fmoe_kernels::@relu_bf16_bias_act
-// CHECK: gpu.launch_func @fmoe_kernels::@relu_bf16_bias blocks
+// CHECK: call @fmoe_rt_grouped_gemm_bias_bf16(
+// CHECK: gpu.launch_func @fmoe_kernels::@relu_bf16_bias_act {{.*}} args(%{{[a-z0-9_]+}} : memref<?xbf16>, %{{[a-z0-9_]+}} : memref<?xi32>, %{{[a-z0-9_]+}} : memref<?xbf16>, %arg0 : index)
+// CHECK: call @fmoe_rt_grouped_gemm_bias_bf16(
 // CHECK-LABEL: func.func @gelu_f32(
 // CHECK-NOT: grouped_gemm_bias
 // CHECK: gpu.launch_func @fmoe_kernels::@gelu_f32_bias_act
-// CHECK: func.func private @fmoe_rt_grouped_gemm_bias_act_bf16(memref<?xbf16>, memref<?xbf16>, memref<?xbf16>, memref<?xbf16>, memref<?xbf16>, memref<?xi32>)
 // CHECK: func.func private @fmoe_rt_grouped_gemm_bias_bf16(memref<?xbf16>, memref<?xbf16>, memref<?xbf16>, memref<?xbf16>, memref<?xi32>)
 
 // UNFUSED-NOT: grouped_gemm_bias
-// UNFUSED: gpu.launch_func @fmoe_kernels::@gelu_bf16_bias_act
+// UNFUSED: gpu.launch_func @fmoe_kernels::@gelu_bf16_bias_act {{.*}} args(%{{[a-z0-9_]+}} : memref<?xbf16>, %{{[a-z0-9_]+}} : memref<?xi32>, %{{[a-z0-9_]+}} : memref<?xbf16>, %arg4 : memref<?xbf16>, %arg0 : index)
+// UNFUSED: gpu.launch_func @fmoe_kernels::@gelu_bf16_bias blocks

@@ -276,8 +276,8 @@ private:
                     const std::vector<BufferRef> &args);
   void allToAll(const Attrs &attrs, const std::vector<BufferRef> &args,
                 Execution &execution);
-  void groupedGemmEpilogue(const Attrs &attrs, const LibraryTarget &target,
-                           const std::vector<BufferRef> &args, bool act);
+  void groupedGemmBias(const Attrs &attrs, const LibraryTarget &target,
+                       const std::vector<BufferRef> &args);
   /// Copies on the backend's stream, for the exchanges.
   MemoryOps deviceMemory();
 
@@ -607,10 +607,8 @@ void CudaBackend::call(const format::Command &cmd,
     return groupedGemm(attrs, target, args, /*gather=*/true);
   if (target.base == "fmoe_rt_grouped_wgrad")
     return groupedWgrad(attrs, target, args);
-  if (target.base == "fmoe_rt_grouped_gemm_bias" ||
-      target.base == "fmoe_rt_grouped_gemm_bias_act")
-    return groupedGemmEpilogue(attrs, target, args,
-                               target.base == "fmoe_rt_grouped_gemm_bias_act");
+  if (target.base == "fmoe_rt_grouped_gemm_bias")
+    return groupedGemmBias(attrs, target, args);
   if (target.base == "fmoe_rt_all_to_all")
     return allToAll(attrs, args, execution);
   if (target.base == "fmoe_rt_replicate" ||
@@ -696,39 +694,36 @@ void CudaBackend::groupedGemm(const Attrs &attrs, const LibraryTarget &target,
   cuda::launchGroupedGemm(type, p, stream);
 }
 
-void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
-                                      const LibraryTarget &target,
-                                      const std::vector<BufferRef> &args,
-                                      bool act) {
-  // a, w, bias, c, offsets  or  a, w, bias, h, c, offsets
-  requireOperands(attrs, args, act ? 6 : 5);
-  const BufferRef &a = args[0], &w = args[1], &bias = args[2];
-  const BufferRef &c = args[act ? 4 : 3], &offsets = args[act ? 5 : 4];
-  const BufferRef *h = act ? &args[3] : nullptr;
+void CudaBackend::groupedGemmBias(const Attrs &attrs,
+                                  const LibraryTarget &target,
+                                  const std::vector<BufferRef> &args) {
+  requireOperands(attrs, args, 5); // a, w, bias, c, offsets
+  const BufferRef &a = args[0], &w = args[1], &bias = args[2], &c = args[3],
+                  &offsets = args[4];
   DType type = target.typed ? target.type : c.dtype;
-  for (const BufferRef *b : {&a, &w, &bias, &c, h})
-    if (b)
-      requireType(attrs, *b, type, "operand");
-  if (act && attrs.getString("activation") != "gelu")
-    throw Error(attrs.where() + ": no epilogue for activation '" +
-                attrs.getString("activation") + "' (gelu only)");
+  requireType(attrs, a, type, "a");
+  requireType(attrs, w, type, "w");
+  requireType(attrs, bias, type, "bias");
+  requireType(attrs, c, type, "c");
   if (attrs.getString("layout") != "nt" || attrs.getSize("a_col", 0) != 0 ||
-      attrs.getSize("c_col", 0) != 0 || attrs.getBool("accumulate", false))
-    throw Error(attrs.where() + ": the epilogue GEMMs take layout nt, "
-                                "a_col = c_col = 0 and no accumulate");
+      attrs.getBool("accumulate", false))
+    throw Error(attrs.where() + ": the bias GEMM takes layout nt, a_col = 0 "
+                                "and no accumulate");
   int64_t n = attrs.getSize("n"), k = attrs.getSize("k");
   int64_t lda = attrs.getSize("lda"), ldc = attrs.getSize("ldc");
+  int64_t cCol = attrs.getSize("c_col", 0);
   int64_t local = attrs.getInt("local_experts");
   int64_t groups = groupsOf(attrs, offsets, local);
   int64_t rows = rowsOf(attrs, c, "c");
-  requireSpan(attrs, c, "c", rows, ldc, 0, n);
-  if (h)
-    requireSpan(attrs, *h, "h", rows, ldc, 0, n);
+  requireSpan(attrs, c, "c", rows, ldc, cCol, n);
   requireSpan(attrs, a, "a", rows, lda, 0, k);
   requireSpan(attrs, w, "w", 1, 0, 0, local * n * k);
   requireSpan(attrs, bias, "bias", 1, 0, 0, local * n);
+  if (rows == 0)
+    return;
+  void *cData = static_cast<char *>(c.data) + cCol * dtypeSize(type);
 
-  // The sm90 grouped GEMM with the epilogue fused (bf16).
+  // bf16 on sm90: CUTLASS's grouped GEMM with the bias in its epilogue.
   if (type == DType::BF16) {
     cuda::FusedGemmArgs f;
     f.a = a.data;
@@ -736,19 +731,15 @@ void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
     f.w = w.data;
     f.nt = true;
     f.bias = bias.data;
-    f.d = c.data;
+    f.d = cData;
     f.ldd = ldc;
-    if (h) {
-      f.aux = h->data;
-      f.ldaux = ldc;
-    }
     f.offsets = static_cast<const int32_t *>(offsets.data);
     f.experts = local;
     f.groupsPerExpert = groups / local;
     f.n = n;
     f.k = k;
-    f.epilogue = act ? cuda::FusedEpilogue::BiasAct : cuda::FusedEpilogue::Bias;
-    if (rows > 0 && cuda::fusedGroupedGemmSupported(f)) {
+    f.epilogue = cuda::FusedEpilogue::Bias;
+    if (cuda::fusedGroupedGemmSupported(f)) {
       f.workspaceBytes = cuda::fusedGroupedGemmWorkspace(f);
       f.workspace = allocate(f.workspaceBytes);
       try {
@@ -762,14 +753,13 @@ void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
     }
   }
   // Elsewhere: the plain grouped GEMM (the library hook's, else the
-  // backend's own), then the epilogue over c.
+  // backend's own), then the bias in a pass over c.
   std::vector<BufferRef> plain{a, w, c, offsets};
   const CudaLibraryHook::Fn &hook = CudaLibraryHook::get();
   if (!hook || !hook("fmoe_rt_grouped_gemm", attrs.command(), plain, stream))
     groupedGemm(attrs, target, plain, /*gather=*/false);
-  cuda::BiasActArgs e;
-  e.c = c.data;
-  e.h = h ? h->data : nullptr;
+  cuda::BiasArgs e;
+  e.c = cData;
   e.bias = bias.data;
   e.offsets = static_cast<const int32_t *>(offsets.data);
   e.rows = rows;
@@ -777,7 +767,7 @@ void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
   e.ldc = ldc;
   e.groups = groups;
   e.localExperts = local;
-  cuda::launchBiasAct(type, e, stream);
+  cuda::launchBias(type, e, stream);
 }
 
 void CudaBackend::groupedWgrad(const Attrs &attrs, const LibraryTarget &target,

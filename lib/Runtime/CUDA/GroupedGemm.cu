@@ -349,7 +349,7 @@ int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 /// One block per row (grid-stride): the row's local expert is found once
 /// per block by a binary search over the offsets; the threads cover its
 /// columns.
-template <typename T> __global__ void biasActKernel(BiasActArgs p) {
+template <typename T> __global__ void biasKernel(BiasArgs p) {
   __shared__ int64_t expert;
   int32_t first = p.offsets[0], last = p.offsets[p.groups];
   for (int64_t r = blockIdx.x; r < p.rows; r += gridDim.x) {
@@ -369,22 +369,15 @@ template <typename T> __global__ void biasActKernel(BiasActArgs p) {
     }
     __syncthreads();
     T *c = static_cast<T *>(p.c) + r * p.ldc;
-    T *h = p.h ? static_cast<T *>(p.h) + r * p.ldc : nullptr;
     const T *bias = static_cast<const T *>(p.bias) + expert * p.n;
-    for (int64_t j = threadIdx.x; j < p.n; j += blockDim.x) {
-      float v = toFloat(c[j]) + toFloat(bias[j]);
-      if (h) {
-        h[j] = fromFloat<T>(v);
-        v = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); // gelu
-      }
-      c[j] = fromFloat<T>(v);
-    }
+    for (int64_t j = threadIdx.x; j < p.n; j += blockDim.x)
+      c[j] = fromFloat<T>(toFloat(c[j]) + toFloat(bias[j]));
   }
 }
 
 } // namespace
 
-void launchBiasAct(DType type, const BiasActArgs &p, CUstream_st *stream) {
+void launchBias(DType type, const BiasArgs &p, CUstream_st *stream) {
   if (p.groups <= 0 || p.rows <= 0 || p.n <= 0)
     return;
   if (p.localExperts <= 0 || p.groups % p.localExperts != 0)
@@ -394,13 +387,13 @@ void launchBiasAct(DType type, const BiasActArgs &p, CUstream_st *stream) {
   unsigned blocks = static_cast<unsigned>(std::min<int64_t>(p.rows, 1 << 20));
   switch (type) {
   case DType::F32:
-    biasActKernel<float><<<blocks, 256, 0, stream>>>(p);
+    biasKernel<float><<<blocks, 256, 0, stream>>>(p);
     break;
   case DType::BF16:
-    biasActKernel<__nv_bfloat16><<<blocks, 256, 0, stream>>>(p);
+    biasKernel<__nv_bfloat16><<<blocks, 256, 0, stream>>>(p);
     break;
   case DType::F16:
-    biasActKernel<__half><<<blocks, 256, 0, stream>>>(p);
+    biasKernel<__half><<<blocks, 256, 0, stream>>>(p);
     break;
   case DType::I32:
     throw Error("bias epilogue: no kernel for i32");
