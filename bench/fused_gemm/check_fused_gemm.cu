@@ -6,7 +6,7 @@
 // then times the fused kernels against the unfused GEMM + elementwise
 // kernel pairs. Prints PASS/FAIL per case and exits non-zero on any FAIL;
 // the timing still runs for the epilogues whose checks passed
-// (--only-timing-for=None,Bias,BiasAct,DAct picks which are timed).
+// (--only-timing-for=None,Bias,BiasAct,DAct,DGrad picks which are timed).
 //
 // Everything runs on one cudaStreamNonBlocking stream: such a stream is not
 // ordered with the legacy default stream, so no plain cudaMemset/cudaMemcpy
@@ -260,6 +260,26 @@ __global__ void biasGeluElementwise(const bf16 *y, int64_t ldy,
   }
 }
 
+/// dh = g * gelu'(h)   (g: the plain GEMM's output; DGrad's baseline)
+__global__ void dGeluOnlyElementwise(const bf16 *g, int64_t ldg, const bf16 *h,
+                                     int64_t ldh, bf16 *dh, int64_t lddh,
+                                     int64_t rowBegin, int64_t rows,
+                                     int64_t n) {
+  int64_t vecPerRow = n / 8, total = rows * vecPerRow;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t r = rowBegin + i / vecPerRow, j = (i % vecPerRow) * 8;
+    Vec8 gv = *reinterpret_cast<const Vec8 *>(g + r * ldg + j);
+    Vec8 hv = *reinterpret_cast<const Vec8 *>(h + r * ldh + j);
+    Vec8 dv;
+#pragma unroll
+    for (int q = 0; q < 8; ++q)
+      dv.v[q] = __float2bfloat16(__bfloat162float(gv.v[q]) *
+                                 geluGradRef(__bfloat162float(hv.v[q])));
+    *reinterpret_cast<Vec8 *>(dh + r * lddh + j) = dv;
+  }
+}
+
 /// dh = g * gelu'(h); act = gelu(h)   (g: the plain GEMM's output)
 __global__ void dGeluElementwise(const bf16 *g, int64_t ldg, const bf16 *h,
                                  int64_t ldh, bf16 *dh, int64_t lddh, bf16 *act,
@@ -464,16 +484,20 @@ template <class F> double medianMs(cudaStream_t stream, F &&f) {
   return 0.5 * (ms[9] + ms[10]);
 }
 
+/// "[TAG] " before the name on SUMMARY lines (--tag=TAG), e.g. to tell a
+/// build of the kernels with other compile-time options apart.
+std::string summaryTag;
+
 /// Which epilogues get timed (--only-timing-for=...); all by default.
 struct TimingSet {
-  bool none = true, bias = true, biasAct = true, dAct = true;
+  bool none = true, bias = true, biasAct = true, dAct = true, dGrad = true;
 };
 TimingSet timingSet;
 
 /// The outcome of one configuration's correctness checks, per epilogue.
 struct Passed {
   bool noneNT = false, noneNN = false, bias = false, biasAct = false,
-       dAct = false;
+       dAct = false, dGrad = false;
 };
 
 Passed checkConfig(const Config &c, Buffers &b) {
@@ -548,6 +572,19 @@ Passed checkConfig(const Config &c, Buffers &b) {
       okInPlace = okD && okAux;
     }
     p.dAct = okSeparate && okInPlace;
+
+    // DGrad: d = acc * gelu'(h) only; aux holds h and must stay intact.
+    // (Last on purpose: aux keeps h for the timing that follows.)
+    auto dgrad = baseArgs(c, b, FusedEpilogue::DGrad, false);
+    loadH();
+    sentinel(b.d, b.rowsAlloc, b.ldd, stream);
+    if (runFused("DGrad gelu nn", dgrad, stream)) {
+      bool okD = compare("DGrad nn: d = acc*gelu'(h)", c, b, Expect::DGelu,
+                         b.accNN, b.hIn, b.ldaux, b.d, b.ldd);
+      bool okAux = compare("DGrad nn: aux = h intact", c, b, Expect::H, b.accNN,
+                           b.hIn, b.ldaux, b.aux, b.ldaux);
+      p.dGrad = okD && okAux;
+    }
   }
   return p;
 }
@@ -687,9 +724,32 @@ void timeConfig(const Config &c, Buffers &b, int64_t rows, const Passed &p) {
       note("DAct", tf, tu);
     }
   }
+
+  if (timingSet.dGrad) {
+    if (!p.dGrad || !p.noneNN) {
+      skip("DGrad", p.dGrad ? "None nn failed its check" : "its check failed");
+    } else {
+      auto args = baseArgs(c, b, FusedEpilogue::DGrad, false);
+      // aux holds h (the checks left it there; read only from here on); dh
+      // of the unfused pair goes to hIn (scratch once the checks are done).
+      auto elt = [&] {
+        dGeluOnlyElementwise<<<eltBlocks, 256, 0, stream>>>(
+            b.d, b.ldd, b.aux, b.ldaux, b.hIn, b.ldaux, b.rowBegin, rows, N);
+      };
+      double tf = medianMs(stream, [&] { gemm(args); });
+      double tu = medianMs(stream, [&] {
+        gemm(noneNN);
+        elt();
+      });
+      double te = medianMs(stream, elt);
+      pair("DGrad", "None nn + dgelu (no act)", tf, tu, te);
+      note("DGrad", tf, tu);
+    }
+  }
   CK(cudaGetLastError());
   if (!summary.empty())
-    std::printf("  SUMMARY %s%s\n", c.name.c_str(), summary.c_str());
+    std::printf("  SUMMARY %s%s%s\n", summaryTag.c_str(), c.name.c_str(),
+                summary.c_str());
 }
 
 void runConfig(const Config &c, cudaStream_t stream) {
@@ -778,8 +838,9 @@ void runConfig(const Config &c, cudaStream_t stream) {
   // Workspace: the largest any kind needs here.
   {
     size_t need = 0;
-    for (auto e : {FusedEpilogue::None, FusedEpilogue::Bias,
-                   FusedEpilogue::BiasAct, FusedEpilogue::DAct})
+    for (auto e :
+         {FusedEpilogue::None, FusedEpilogue::Bias, FusedEpilogue::BiasAct,
+          FusedEpilogue::DAct, FusedEpilogue::DGrad})
       for (bool nt : {true, false})
         need = std::max(need, fusedGroupedGemmWorkspace(baseArgs(c, b, e, nt)));
     b.workspaceBytes = need;
@@ -839,6 +900,14 @@ void refusals() {
   add("DAct with nt", [](FusedGemmArgs &a) {
     a.epilogue = FusedEpilogue::DAct;
     a.nt = true;
+  });
+  add("DGrad with nt", [](FusedGemmArgs &a) {
+    a.epilogue = FusedEpilogue::DGrad;
+    a.nt = true;
+  });
+  add("DGrad with d == aux", [](FusedGemmArgs &a) {
+    a.epilogue = FusedEpilogue::DGrad;
+    a.nt = false;
   });
   add("BiasAct without aux", [](FusedGemmArgs &a) {
     a.epilogue = FusedEpilogue::BiasAct;
@@ -942,9 +1011,9 @@ void graphCapture(cudaStream_t stream) {
 
 } // namespace
 
-/// Parses "None,Bias,BiasAct,DAct" (any subset, case-sensitive).
+/// Parses "None,Bias,BiasAct,DAct,DGrad" (any subset, case-sensitive).
 bool parseTimingSet(const char *list, TimingSet &out) {
-  out = TimingSet{false, false, false, false};
+  out = TimingSet{false, false, false, false, false};
   std::string s(list);
   size_t at = 0;
   while (at <= s.size()) {
@@ -959,6 +1028,8 @@ bool parseTimingSet(const char *list, TimingSet &out) {
       out.biasAct = true;
     else if (name == "DAct")
       out.dAct = true;
+    else if (name == "DGrad")
+      out.dGrad = true;
     else
       return false;
     if (comma == std::string::npos)
@@ -972,20 +1043,25 @@ int main(int argc, char **argv) {
   bool quick = false;
   const char *onlyTiming = "--only-timing-for=";
   const size_t onlyTimingLen = std::strlen(onlyTiming);
+  const char *tag = "--tag=";
+  const size_t tagLen = std::strlen(tag);
   for (int i = 1; i < argc; ++i) {
     bool ok = true;
     if (std::strcmp(argv[i], "--quick") == 0)
       quick = true;
     else if (std::strncmp(argv[i], onlyTiming, onlyTimingLen) == 0)
       ok = parseTimingSet(argv[i] + onlyTimingLen, timingSet);
+    else if (std::strncmp(argv[i], tag, tagLen) == 0)
+      summaryTag = std::string("[") + (argv[i] + tagLen) + "] ";
     else
       ok = false;
     if (!ok) {
       std::fprintf(stderr,
-                   "usage: %s [--quick] [--only-timing-for=LIST]\n"
+                   "usage: %s [--quick] [--only-timing-for=LIST] [--tag=TAG]\n"
                    "  --quick: skip the two largest shapes\n"
+                   "  --tag=TAG: SUMMARY lines start with [TAG]\n"
                    "  --only-timing-for=LIST: time only these epilogues, a "
-                   "comma-separated subset of None,Bias,BiasAct,DAct\n"
+                   "comma-separated subset of None,Bias,BiasAct,DAct,DGrad\n"
                    "    (all checks still run; an epilogue whose check "
                    "failed is never timed)\n",
                    argv[0]);

@@ -848,42 +848,8 @@ private:
       fc1Gemm(up, hidden);
     // Activation epilogue: h keeps the biased pre-activation, a = act(h).
     Value a = temp(op->getLoc(), elementOf(hRes), rows, hidden);
-    SmallVector<Value> args{h, mem(offsets), a};
-    if (biasInGemm)
-      fc1Bias = Value(); // already in h
-    if (fc1Bias)
-      args.push_back(mem(fc1Bias));
-    launchGroupedRows(
-        op, "bias_act", args, rows, hidden, 1, groups,
-        [&](KB &k, Value r, Value tid, ValueRange m) {
-          Value hRow = k.mul(r, k.c(hw)), aRow = k.mul(r, k.c(hidden));
-          Value biasRow;
-          if (fc1Bias)
-            biasRow =
-                k.mul(localExpertOf(k, m[1], r, groups, local), k.c(hidden));
-          k.columns(
-              tid, hidden,
-              [&](Value j) {
-                Value hIdx = k.add(hRow, j);
-                SmallVector<Value> v{k.ld(m[0], hIdx)};
-                if (fc1Bias)
-                  v.push_back(k.ld(m[3], k.add(biasRow, j)));
-                if (glu)
-                  v.push_back(k.ld(m[0], k.add(hIdx, k.c(hidden))));
-                return v;
-              },
-              [&](Value j, ValueRange v) {
-                Value pre = v[0];
-                if (fc1Bias) {
-                  pre = k.add(pre, v[1]);
-                  k.st(pre, m[0], k.add(hRow, j));
-                }
-                Value out = k.act(act, pre);
-                if (glu)
-                  out = k.mul(out, v.back());
-                k.st(out, m[2], k.add(aRow, j));
-              });
-        });
+    activationRows(op, h, offsets, a, biasInGemm ? Value() : fc1Bias, rows,
+                   hidden, local, act);
     if (biasInGemm) {
       call(op, "grouped_gemm_bias",
            {a, mem(fc2), mem(fc2Bias), y, mem(offsets)},
@@ -909,6 +875,51 @@ private:
                   k.st(k.add(v[0], v[1]), m[0], k.add(yRow, j));
                 });
           });
+  }
+
+  /// The bias_act row kernel: a = act(h (+ bias, also stored into h)), GLU
+  /// forms act(h_gate) * h_up (h has 2 * hidden columns then). `a` may be
+  /// h itself (non-GLU): each element is loaded before it is stored.
+  void activationRows(Operation *op, Value h, Value offsetsT, Value a,
+                      Value bias, Lin rows, int64_t hidden, int64_t local,
+                      Activation act) {
+    bool glu = isGLU(act);
+    int64_t hw = glu ? 2 * hidden : hidden;
+    int64_t groups = dim(offsetsT, 0) - 1;
+    SmallVector<Value> args{h, mem(offsetsT), a};
+    if (bias)
+      args.push_back(mem(bias));
+    launchGroupedRows(
+        op, "bias_act", args, rows, hidden, 1, groups,
+        [&](KB &k, Value r, Value tid, ValueRange m) {
+          Value hRow = k.mul(r, k.c(hw)), aRow = k.mul(r, k.c(hidden));
+          Value biasRow;
+          if (bias)
+            biasRow =
+                k.mul(localExpertOf(k, m[1], r, groups, local), k.c(hidden));
+          k.columns(
+              tid, hidden,
+              [&](Value j) {
+                Value hIdx = k.add(hRow, j);
+                SmallVector<Value> v{k.ld(m[0], hIdx)};
+                if (bias)
+                  v.push_back(k.ld(m[3], k.add(biasRow, j)));
+                if (glu)
+                  v.push_back(k.ld(m[0], k.add(hIdx, k.c(hidden))));
+                return v;
+              },
+              [&](Value j, ValueRange v) {
+                Value pre = v[0];
+                if (bias) {
+                  pre = k.add(pre, v[1]);
+                  k.st(pre, m[0], k.add(hRow, j));
+                }
+                Value out = k.act(act, pre);
+                if (glu)
+                  out = k.mul(out, v.back());
+                k.st(out, m[2], k.add(aRow, j));
+              });
+        });
   }
 
   /// The row kernel body of out[t, :] = sum over the valid slots s of token
@@ -1183,6 +1194,50 @@ private:
            });
   }
 
+  /// The act_and_grad row kernel: a = act(h) over da (GLU: act(h_g) h_u)
+  /// and dh = da * act'(h) (GLU: both halves) in one pass.
+  void actAndGrad(Operation *op, Value h, Value da, Value offsets, Value dh,
+                  Lin rows, int64_t hidden, int64_t groups, Activation act) {
+    bool glu = isGLU(act);
+    int64_t hw = glu ? 2 * hidden : hidden;
+    launchGroupedRows(
+        op, "act_and_grad", {h, da, offsets, dh}, rows, hidden, 2, groups,
+        [&](KB &k, Value r, Value tid, ValueRange m) {
+          Value hRow = k.mul(r, k.c(hw)), aRow = k.mul(r, k.c(hidden));
+          k.columns(
+              tid, hidden,
+              [&](Value j) {
+                Value hIdx = k.add(hRow, j);
+                SmallVector<Value> v{k.ld(m[0], hIdx),
+                                     k.ld(m[1], k.add(aRow, j))};
+                if (glu)
+                  v.push_back(k.ld(m[0], k.add(hIdx, k.c(hidden))));
+                return v;
+              },
+              [&](Value j, ValueRange v) {
+                Value hIdx = k.add(hRow, j);
+                Value pre = v[0], g = v[1];
+                Value out = k.act(act, pre);
+                if (glu) {
+                  k.st(k.mul(k.mul(g, v[2]), k.actGrad(act, pre)), m[3], hIdx);
+                  k.st(k.mul(g, out), m[3], k.add(hIdx, k.c(hidden)));
+                  out = k.mul(out, v[2]);
+                } else {
+                  k.st(k.mul(g, k.actGrad(act, pre)), m[3], hIdx);
+                }
+                k.st(out, m[1], k.add(aRow, j));
+              });
+        });
+  }
+
+  /// Whether the backward's da GEMM applies act'(h) in its epilogue
+  /// (fmoe_rt_grouped_gemm_dact): bf16 GeLU, one fc1 GEMM, widths the
+  /// GEMMs' 16-byte rows allow.
+  static bool fusableDGrad(Value fc1, Activation act) {
+    return elementOf(fc1).isBF16() && act == Activation::gelu &&
+           dim(fc1, 1) % 8 == 0 && dim(fc1, 2) % 8 == 0;
+  }
+
   LogicalResult lowerExpertGrad(ExpertGradOp op) {
     Activation act = op.getActivation();
     int64_t local = dim(op.getFc1Weight(), 0),
@@ -1223,46 +1278,40 @@ private:
     // held next to a copy (the module marks h clobbered), unless
     // --keep-saved asks for saved inputs to stay intact.
     // Rows past offsets[G] are never read: no memsets below.
-    Value da = temp(op.getLoc(), elt, rows, hidden);
-    call(op, "grouped_gemm", {dyv, mem(op.getFc2Weight()), da, offsets},
-         gemm("nn", hidden, d, d, 0, hidden, false));
-    Value dh;
     auto savedH = dyn_cast<BlockArgument>(op.getH());
-    if (savedH && savedH.getOwner() == &func.front() && savedH.hasOneUse() &&
-        !keepSaved) {
-      dh = h;
-      clobbered.insert(op.getH());
+    bool lastUseOfH = savedH && savedH.getOwner() == &func.front() &&
+                      savedH.hasOneUse() && !keepSaved;
+    Value da, dh;
+    if (fusedEpilogues && fusableDGrad(op.getFc1Weight(), act)) {
+      // bf16 GeLU: dh = (dy W2) * act'(h) in the GEMM's epilogue, then
+      // a = act(h) for dW2 in one pass over h (over h itself at its last
+      // use).
+      dh = temp(op.getLoc(), elt, rows, hidden);
+      SmallVector<NamedAttribute> attrs =
+          gemm("nn", hidden, d, d, 0, hidden, false);
+      attrs.push_back(b.getNamedAttr(
+          "activation", b.getStringAttr(stringifyActivation(act))));
+      call(op, "grouped_gemm_dact",
+           {dyv, mem(op.getFc2Weight()), h, dh, offsets}, attrs);
+      da = h;
+      if (lastUseOfH)
+        clobbered.insert(op.getH());
+      else
+        da = temp(op.getLoc(), elt, rows, hidden);
+      activationRows(op, h, op.getOffsets(), da, Value(), rows, hidden, local,
+                     act);
     } else {
-      dh = temp(op.getLoc(), elt, rows, hw);
+      da = temp(op.getLoc(), elt, rows, hidden);
+      call(op, "grouped_gemm", {dyv, mem(op.getFc2Weight()), da, offsets},
+           gemm("nn", hidden, d, d, 0, hidden, false));
+      if (lastUseOfH) {
+        dh = h;
+        clobbered.insert(op.getH());
+      } else {
+        dh = temp(op.getLoc(), elt, rows, hw);
+      }
+      actAndGrad(op, h, da, offsets, dh, rows, hidden, groups, act);
     }
-    launchGroupedRows(
-        op, "act_and_grad", {h, da, offsets, dh}, rows, hidden, 2, groups,
-        [&](KB &k, Value r, Value tid, ValueRange m) {
-          Value hRow = k.mul(r, k.c(hw)), aRow = k.mul(r, k.c(hidden));
-          k.columns(
-              tid, hidden,
-              [&](Value j) {
-                Value hIdx = k.add(hRow, j);
-                SmallVector<Value> v{k.ld(m[0], hIdx),
-                                     k.ld(m[1], k.add(aRow, j))};
-                if (glu)
-                  v.push_back(k.ld(m[0], k.add(hIdx, k.c(hidden))));
-                return v;
-              },
-              [&](Value j, ValueRange v) {
-                Value hIdx = k.add(hRow, j);
-                Value pre = v[0], g = v[1];
-                Value out = k.act(act, pre);
-                if (glu) {
-                  k.st(k.mul(k.mul(g, v[2]), k.actGrad(act, pre)), m[3], hIdx);
-                  k.st(k.mul(g, out), m[3], k.add(hIdx, k.c(hidden)));
-                  out = k.mul(out, v[2]);
-                } else {
-                  k.st(k.mul(g, k.actGrad(act, pre)), m[3], hIdx);
-                }
-                k.st(out, m[1], k.add(aRow, j));
-              });
-        });
     // fc2: dW2[l] = dyᵀ a, db2 = column sums of dy.
     Value a = da;
     Value dw2 = define(op.getGradFc2Weight(), {0, local});

@@ -111,6 +111,9 @@ bool kindOf(const FusedGemmArgs &a, Kind &kind) {
   case FusedEpilogue::DAct:
     kind = Kind::DGeluNN;
     return !a.nt && a.act == FusedAct::Gelu;
+  case FusedEpilogue::DGrad:
+    kind = Kind::DGradGeluNN;
+    return !a.nt && a.act == FusedAct::Gelu;
   }
   return false;
 }
@@ -127,6 +130,8 @@ bool compiledForSm90(Kind kind) {
     return fused::compiledForSm90<Kind::BiasGeluNT>();
   case Kind::DGeluNN:
     return fused::compiledForSm90<Kind::DGeluNN>();
+  case Kind::DGradGeluNN:
+    return fused::compiledForSm90<Kind::DGradGeluNN>();
   }
   return false;
 }
@@ -145,7 +150,8 @@ bool goodLd(int64_t ld, int64_t cols) {
 const char *argumentRefusal(const FusedGemmArgs &a, Kind &kind) {
   if (!kindOf(a, kind))
     return "no kernel for this epilogue, activation and layout (instantiated:"
-           " None nt/nn, Bias nt, BiasAct+Gelu nt, DAct+Gelu nn)";
+           " None nt/nn, Bias nt, BiasAct+Gelu nt, DAct+Gelu nn, DGrad+Gelu"
+           " nn)";
   if (a.experts <= 0 || a.experts > INT_MAX || a.groupsPerExpert <= 0 ||
       a.experts * a.groupsPerExpert > INT_MAX)
     return "experts and groupsPerExpert must be positive (and fit int32)";
@@ -162,13 +168,18 @@ const char *argumentRefusal(const FusedGemmArgs &a, Kind &kind) {
     return "lda (ldd) must be >= k (n) and a multiple of 8";
   bool needBias =
       a.epilogue == FusedEpilogue::Bias || a.epilogue == FusedEpilogue::BiasAct;
-  bool needAux =
-      a.epilogue == FusedEpilogue::BiasAct || a.epilogue == FusedEpilogue::DAct;
+  bool needAux = a.epilogue == FusedEpilogue::BiasAct ||
+                 a.epilogue == FusedEpilogue::DAct ||
+                 a.epilogue == FusedEpilogue::DGrad;
   if (needBias && (!a.bias || !aligned16(a.bias)))
     return "this epilogue needs a 16-byte aligned bias";
   if (needAux && (!a.aux || !aligned16(a.aux) || !goodLd(a.ldaux, a.n)))
     return "this epilogue needs a 16-byte aligned aux with ldaux >= n, a "
            "multiple of 8";
+  // DGrad's d is stored (by TMA) while h is still being loaded (by TMA)
+  // for later subtiles and tiles: the two must be different buffers.
+  if (a.epilogue == FusedEpilogue::DGrad && a.d == a.aux)
+    return "DGrad's d must not alias aux (h)";
   if (a.epilogue == FusedEpilogue::DAct && a.actOut &&
       (!aligned16(a.actOut) || !goodLd(a.ldact, a.n)))
     return "actOut must be 16-byte aligned with ldact >= n, a multiple of 8";
@@ -198,6 +209,8 @@ size_t workspaceFor(Kind kind, const FusedGemmArgs &a, int sms) {
     return fused::workspaceBytes<Kind::BiasGeluNT>(a, sms);
   case Kind::DGeluNN:
     return fused::workspaceBytes<Kind::DGeluNN>(a, sms);
+  case Kind::DGradGeluNN:
+    return fused::workspaceBytes<Kind::DGradGeluNN>(a, sms);
   }
   return 0;
 }
@@ -246,6 +259,8 @@ void launchFusedGroupedGemm(const FusedGemmArgs &args, CUstream_st *stream) {
     return fused::launch<Kind::BiasGeluNT>(args, stream, dev.smCount);
   case Kind::DGeluNN:
     return fused::launch<Kind::DGeluNN>(args, stream, dev.smCount);
+  case Kind::DGradGeluNN:
+    return fused::launch<Kind::DGradGeluNN>(args, stream, dev.smCount);
   }
 }
 

@@ -23,6 +23,9 @@
 //            (actOut may be null: act(h) then overwrites aux in place,
 //             which is safe because each element of h is read before the
 //             same thread block writes act(h) over it).
+//   DGrad:   h = aux (read);     d = acc * act'(h)
+//            (no second output: act(h) is left to a row kernel over h; aux
+//             is only read, and d must not alias it).
 //
 // The per-expert row counts live only on the device (`offsets`): the launch
 // never reads them on the host and never synchronises, so it can be captured
@@ -41,9 +44,9 @@ struct CUstream_st;
 
 namespace fmoe::runtime::cuda {
 
-enum class FusedEpilogue { None, Bias, BiasAct, DAct };
+enum class FusedEpilogue { None, Bias, BiasAct, DAct, DGrad };
 
-/// The activation of BiasAct and DAct.
+/// The activation of BiasAct, DAct and DGrad.
 enum class FusedAct {
   /// The erf form, like torch.nn.functional.gelu(x) (approximate="none").
   Gelu,
@@ -63,7 +66,8 @@ struct FusedGemmArgs {
   void *d = nullptr;
   int64_t ldd = 0;
   /// bf16, rows x N. BiasAct: receives the pre-activation h = acc + bias.
-  /// DAct: holds h (read); receives act(h) when actOut is null.
+  /// DAct: holds h (read); receives act(h) when actOut is null. DGrad: holds
+  /// h (read only; a different buffer from d).
   void *aux = nullptr;
   int64_t ldaux = 0;
   /// bf16, rows x N, DAct only: receives act(h). Null: act(h) overwrites
@@ -92,7 +96,8 @@ size_t fusedGroupedGemmWorkspace(const FusedGemmArgs &args);
 
 /// Whether launchFusedGroupedGemm accepts `args` on the current device: the
 /// sm_90a kernels were built and the device is sm_90; a kernel is
-/// instantiated for the (epilogue, act, nt) combination; every pointer is
+/// instantiated for the (epilogue, act, nt) combination (None nt/nn, Bias nt,
+/// BiasAct+Gelu nt, DAct+Gelu nn, DGrad+Gelu nn); every pointer is
 /// 16-byte aligned and every leading dimension a multiple of 8 elements;
 /// n and k are positive multiples of 8. Does not look at the workspace.
 bool fusedGroupedGemmSupported(const FusedGemmArgs &args);

@@ -25,18 +25,20 @@
 //   - The bias row uses CUTLASS's Sm90RowBroadcast, which (4.2) accepts an
 //     array of per-group pointers (ElementInput = bf16*): it indexes it by
 //     the tile's group coordinate l.
-//   - DAct's input h is the epilogue's source C: the ptr-array epilogue
-//     loads C by TMA through per-group pointers (ptr_C[l]), like D.
+//   - DAct's and DGrad's input h is the epilogue's source C: the ptr-array
+//     epilogue loads C by TMA through per-group pointers (ptr_C[l]), like D.
+//     DGrad has no second output (d = acc * act'(h) only).
 //   - The second output (h for BiasAct, act(h) for DAct) has no ptr-array
 //     counterpart in CUTLASS: Sm90AuxStore takes one pointer and one TMA
 //     descriptor (not patched per group), and its non-TMA form takes one
 //     pointer and predicates on (m, n, l) < (M, N, L) with L = 1 while the
 //     ptr-array kernel passes l = group index. So this file defines its own
-//     node, Sm90GroupedAuxStore: it keeps the subtile in registers and
-//     writes it with plain (vectorised, predicated) st.global through
-//     ptr_aux[l] at the end of each epilogue subtile. Those stores are
-//     narrow (2 bf16 per thread and row in the accumulator layout); L2 merges
-//     them before DRAM, but they cost more LSU instructions than a TMA store.
+//     node. Sm90GroupedAuxSmemStore (the default) stages each epilogue
+//     subtile in shared memory and writes it through ptr_aux[l] with 16-byte
+//     coalesced st.global (8 KiB of its own for BiasAct; DAct borrows the
+//     collective's D buffer in reduce(), so that its mainloop keeps 4
+//     stages). Sm90GroupedAuxStore (FMOE_FUSED_AUX_STORE_SMEM=0, run 20)
+//     writes straight from the registers, 2 bf16 per thread and store.
 //
 //===----------------------------------------------------------------------===//
 
@@ -56,11 +58,14 @@
 
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include <cmath>
 #include <stdexcept>
 #include <string>
 
 #include "cute/tensor.hpp"
+#include "cutlass/arch/memory.h"
 #include "cutlass/cutlass.h"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
 #include "cutlass/epilogue/fusion/sm90_visitor_tma_warpspecialized.hpp"
@@ -73,6 +78,14 @@
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "cutlass/numeric_conversion.h"
 #include "cutlass/numeric_types.h"
+
+/// How BiasAct's and DAct's second output is stored: 1 (default) through
+/// shared memory and 16-byte coalesced st.global (Sm90GroupedAuxSmemStore);
+/// 0: straight from the registers, 2 bf16 per st.global
+/// (Sm90GroupedAuxStore, the form measured in run 20).
+#ifndef FMOE_FUSED_AUX_STORE_SMEM
+#define FMOE_FUSED_AUX_STORE_SMEM 1
+#endif
 
 namespace fmoe::runtime::cuda::fused {
 
@@ -151,9 +164,9 @@ template <class T, int N> struct GeluErfBackward<cutlass::Array<T, N>> {
 // The partitioning follows the epilogue's register layout (the R2S tiled
 // copy that the collective hands to every node, with ReferenceSrc), so the
 // fragment of visit(epi_v) lands at the right place. Coordinates come from
-// the collective's tCcD / residue_tCcD, which are relative to the current
-// group's tile ((M, N) of the group), so rows past the group's M (and
-// columns past N) are not written.
+// the collective's tCcD / residue_tCcD (relative to the thread's first
+// element, and the group's (M, N) relative to it), so rows past the group's
+// M (and columns past N) are not written.
 //===----------------------------------------------------------------------===//
 
 template <class Element, template <class> class Transform, int Alignment = 8>
@@ -218,7 +231,8 @@ struct Sm90GroupedAuxStore {
 
     GTensor tCgAux;  // (CPY,CPY_M,CPY_N,EPI_M,EPI_N) this group's rows
     RTensor tCrAux;  // (CPY,CPY_M,CPY_N) one subtile, in registers
-    CTensor tCcAux;  // (CPY,CPY_M,CPY_N,EPI_M,EPI_N) tile-relative (m, n)
+    CTensor tCcAux;  // (CPY,CPY_M,CPY_N,EPI_M,EPI_N) (m, n) from this
+                     // thread's first element
     Residue residue; // (m, n) bound relative to this thread's first element
 
     template <class ElementAccumulator, class ElementInput, int FragmentSize>
@@ -295,6 +309,274 @@ struct Sm90GroupedAuxStore {
 };
 
 //===----------------------------------------------------------------------===//
+// Sm90GroupedAuxSmemStore: the same node (same Arguments, same result), but
+// the subtile goes through shared memory and leaves it in 16-byte, coalesced
+// st.global. Selected by FMOE_FUSED_AUX_STORE_SMEM (below).
+//
+// Two forms (InStoreBuffer):
+// * false: an 8 KiB buffer of its own (SharedStorage), no extra barrier, as
+//   described below. BiasAct uses it (its epilogue has room: the mainloop
+//   keeps 4 stages).
+// * true: no smem of its own. The subtile is staged in the collective's D
+//   buffer inside reduce() (the hook CUTLASS lends that buffer to), at the
+//   cost of three named barriers per subtile. DAct uses it: with C staged
+//   (4 x 8 KiB) another 8 KiB would cost the mainloop its 4th stage.
+//
+// Own buffer, per epilogue subtile (EpiM x EpiN, 128 x 32 for the
+// cooperative schedule):
+//   visit:      the transformed input is kept in registers (as above);
+//   postreduce: each thread writes its fragment into a single smem buffer
+//               (16-byte chunks XOR-swizzled by row, so that the wgmma
+//               fragment's 8 rows x 16 bytes per warp store and the row-wise
+//               16-byte reads are both free of bank conflicts);
+//   tma_store:  the collective calls it after fence + named barrier (all
+//               256 threads' smem writes done); each thread reads whole
+//               16-byte chunks (consecutive threads walk a row, then the next
+//               row) and stores them to the group's rows, predicated on the
+//               group's (M, N) residue.
+// The buffer is written again only in the next subtile's postreduce, which
+// comes after the barrier that closes the collective's store sequence
+// (tma_store_fn: callback, commit, acquire, synchronize), with or without
+// DelayTmaStore; so one buffer (8 KiB) is enough.
+//===----------------------------------------------------------------------===//
+
+template <class Element, template <class> class Transform, int EpiM, int EpiN,
+          bool InStoreBuffer>
+struct Sm90GroupedAuxSmemStore {
+  /// Elements in one 16-byte chunk, and chunks in one subtile row.
+  static constexpr int kVec = 16 / static_cast<int>(sizeof(Element));
+  static constexpr int kChunks = EpiN / kVec;
+  static_assert(EpiN % kVec == 0 && kChunks > 0 &&
+                    (kChunks & (kChunks - 1)) == 0,
+                "a subtile row must be a power-of-two number of 16-byte "
+                "chunks");
+
+  struct OwnBuffer {
+    alignas(128) cute::array_aligned<Element, EpiM * EpiN, 128> smem_aux;
+    CUTLASS_HOST_DEVICE Element *buffer() const {
+      return const_cast<Element *>(smem_aux.data());
+    }
+  };
+  struct NoBuffer {
+    CUTLASS_HOST_DEVICE Element *buffer() const { return nullptr; }
+  };
+  using SharedStorage = std::conditional_t<InStoreBuffer, NoBuffer, OwnBuffer>;
+
+  struct Arguments {
+    /// [groups]: the group's row 0 (its first row of the output).
+    Element *const *ptr_aux = nullptr;
+    /// Elements between consecutive rows (the same for every group).
+    int64_t ld_aux = 0;
+  };
+  using Params = Arguments;
+
+  template <class ProblemShape>
+  static constexpr Params
+  to_underlying_arguments(ProblemShape const &, Arguments const &args, void *) {
+    return args;
+  }
+
+  template <class ProblemShape>
+  static bool can_implement(ProblemShape const &, Arguments const &args) {
+    return args.ptr_aux != nullptr && args.ld_aux % kVec == 0;
+  }
+
+  template <class ProblemShape>
+  static size_t get_workspace_size(ProblemShape const &, Arguments const &) {
+    return 0;
+  }
+
+  template <class ProblemShape>
+  static cutlass::Status
+  initialize_workspace(ProblemShape const &, Arguments const &, void *,
+                       cudaStream_t, cutlass::CudaHostAdapter * = nullptr) {
+    return cutlass::Status::kSuccess;
+  }
+
+  CUTLASS_HOST_DEVICE Sm90GroupedAuxSmemStore() {}
+
+  CUTLASS_HOST_DEVICE
+  Sm90GroupedAuxSmemStore(Params const &params, SharedStorage const &shared)
+      : params_ptr(&params), smem_aux(shared.buffer()) {}
+
+  Params const *params_ptr = nullptr;
+  Element *smem_aux = nullptr;
+
+  CUTLASS_DEVICE bool is_producer_load_needed() const { return false; }
+  CUTLASS_DEVICE bool is_C_load_needed() const { return false; }
+
+  template <class... Args>
+  CUTLASS_DEVICE auto get_producer_load_callbacks(
+      cutlass::epilogue::fusion::detail::ProducerLoadArgs<Args...> const &) {
+    return cutlass::epilogue::fusion::EmptyProducerLoadCallbacks{};
+  }
+
+  /// Element offset of (row, col) of the subtile in the smem buffer: row
+  /// major, 16-byte chunks permuted within the row by (row / 2).
+  CUTLASS_DEVICE static int smemOffset(int row, int col) {
+    int chunk = (col / kVec) ^ ((row >> 1) & (kChunks - 1));
+    return row * EpiN + chunk * kVec + col % kVec;
+  }
+
+  template <int Threads, class RTensor, class CTensor>
+  struct ConsumerStoreCallbacks
+      : cutlass::epilogue::fusion::EmptyConsumerStoreCallbacks {
+    CUTLASS_DEVICE
+    ConsumerStoreCallbacks(RTensor &&r, CTensor c, int row, int col,
+                           Element *smem, Element *tile, int64_t ld, int rows,
+                           int cols, int thread)
+        : tCrAux(cute::forward<RTensor>(r)), tCcAux(c), baseRow(row),
+          baseCol(col), smem(smem), gTile(tile), ldAux(ld), rowsLeft(rows),
+          colsLeft(cols), thread(thread) {}
+
+    RTensor tCrAux;       // (CPY,CPY_M,CPY_N) one subtile, in registers
+    CTensor tCcAux;       // (CPY,CPY_M,CPY_N,EPI_M,EPI_N) (m, n) relative to
+                          // this thread's first element (static)
+    int baseRow, baseCol; // this thread's first element in the CTA tile
+    Element *smem;        // the subtile buffer
+    Element *gTile;       // element (0, 0) of this CTA tile in the group's rows
+    int64_t ldAux;
+    int rowsLeft, colsLeft; // the group's M, N minus the tile's origin
+    int thread;             // 0 .. Threads-1
+
+    template <class ElementAccumulator, class ElementInput, int FragmentSize>
+    CUTLASS_DEVICE cutlass::Array<ElementInput, FragmentSize>
+    visit(cutlass::Array<ElementAccumulator, FragmentSize> const &, int epi_v,
+          int, int, cutlass::Array<ElementInput, FragmentSize> const &input) {
+      cutlass::NumericArrayConverter<float, ElementInput, FragmentSize> toF32;
+      cutlass::NumericArrayConverter<Element, float, FragmentSize> toOut;
+      Transform<cutlass::Array<float, FragmentSize>> transform;
+      auto frags = cute::recast<cutlass::Array<Element, FragmentSize>>(tCrAux);
+      frags(epi_v) = toOut(transform(toF32(input)));
+      return input;
+    }
+
+    /// Registers -> smem (the subtile buffer at `smem`).
+    CUTLASS_DEVICE void toSmem(int epi_m, int epi_n) {
+      using namespace cute;
+      Tensor c = tCcAux(_, _, _, epi_m, epi_n);
+      // Vector width: runs of V consecutive fragment indices that hold V
+      // consecutive columns of one row (the wgmma fragment has pairs). The
+      // coordinates are static (relative to the thread's first element),
+      // so the test folds.
+      constexpr int kSize = decltype(size(c))::value;
+      constexpr int V = 2 <= kVec && kSize % 2 == 0 ? 2 : 1;
+      // (The pairs of the wgmma fragment start at even columns.)
+      bool pairs = true;
+      if constexpr (V == 2) {
+        CUTLASS_PRAGMA_UNROLL
+        for (int i = 0; i < kSize; i += 2)
+          pairs = pairs && get<0>(c(i)) == get<0>(c(i + 1)) &&
+                  get<1>(c(i)) + 1 == get<1>(c(i + 1));
+      }
+      // Subtile-relative = tile-relative - the subtile's origin.
+      const int row0 = epi_m * EpiM - baseRow, col0 = epi_n * EpiN - baseCol;
+      if (V == 2 && pairs) {
+        using Vec = cutlass::AlignedArray<Element, 2>;
+        CUTLASS_PRAGMA_UNROLL
+        for (int i = 0; i < kSize; i += 2) {
+          int off = smemOffset(get<0>(c(i)) - row0, get<1>(c(i)) - col0);
+          *reinterpret_cast<Vec *>(smem + off) =
+              *reinterpret_cast<Vec const *>(&tCrAux(i));
+        }
+      } else {
+        CUTLASS_PRAGMA_UNROLL
+        for (int i = 0; i < kSize; ++i)
+          smem[smemOffset(get<0>(c(i)) - row0, get<1>(c(i)) - col0)] =
+              tCrAux(i);
+      }
+    }
+
+    /// smem -> global, 16 bytes per thread and access (after a barrier).
+    CUTLASS_DEVICE void toGlobal(int epi_m, int epi_n) {
+      constexpr int kTotal = EpiM * kChunks;
+      static_assert(kTotal % Threads == 0, "chunks must divide evenly");
+      const int row0 = epi_m * EpiM, col0 = epi_n * EpiN;
+      CUTLASS_PRAGMA_UNROLL
+      for (int j = 0; j < kTotal / Threads; ++j) {
+        int q = thread + j * Threads;
+        int r = q / kChunks, ch = q % kChunks;
+        int row = row0 + r, col = col0 + ch * kVec;
+        uint4 v =
+            *reinterpret_cast<uint4 const *>(smem + smemOffset(r, ch * kVec));
+        cutlass::arch::global_store<uint4, 16>(
+            v, gTile + int64_t(row) * ldAux + col,
+            row < rowsLeft && col < colsLeft);
+      }
+    }
+
+    // Own buffer: written in postreduce, read in tma_store (after the
+    // collective's fence and barrier).
+    CUTLASS_DEVICE void postreduce(int epi_m, int epi_n, int, bool) {
+      if constexpr (!InStoreBuffer)
+        toSmem(epi_m, epi_n);
+    }
+    CUTLASS_DEVICE void tma_store(int epi_m, int epi_n, int, bool) {
+      if constexpr (!InStoreBuffer)
+        toGlobal(epi_m, epi_n);
+    }
+
+    // The collective's D buffer of this subtile, lent to reduce() until D's
+    // own register-to-smem copy. With ReuseSmemC it still holds the source C
+    // of this subtile, which every thread has copied to registers before
+    // visit() but possibly not yet all: hence the first barrier. The last
+    // one keeps D's copy from overwriting chunks not yet read.
+    template <class STensor, class SyncFn, class VTensor>
+    CUTLASS_DEVICE void reduce(STensor &&buffer, SyncFn const &sync, int epi_m,
+                               int epi_n, bool, VTensor) {
+      if constexpr (InStoreBuffer) {
+        using namespace cute;
+        using Stored = typename remove_cvref_t<STensor>::value_type;
+        static_assert(sizeof(Stored) == sizeof(Element) &&
+                          decltype(size(buffer))::value == EpiM * EpiN,
+                      "the D buffer must hold one EpiM x EpiN subtile");
+        // The stage's first element (the tensor's pointer is stage 0's: a
+        // swizzled layout keeps the stage offset; element (0, 0) of a stage
+        // is not moved by the swizzle).
+        smem = reinterpret_cast<Element *>(&buffer(0, 0));
+        sync();
+        toSmem(epi_m, epi_n);
+        sync();
+        toGlobal(epi_m, epi_n);
+        sync();
+      }
+    }
+  };
+
+  template <bool ReferenceSrc, class... Args>
+  CUTLASS_DEVICE auto get_consumer_store_callbacks(
+      cutlass::epilogue::fusion::detail::ConsumerStoreArgs<Args...> const
+          &args) {
+    using namespace cute;
+    static_assert(ReferenceSrc, "the fragment must follow the R2S source");
+    static_assert(decltype(size<0>(args.epi_tile))::value == EpiM &&
+                      decltype(size<1>(args.epi_tile))::value == EpiN,
+                  "EpiM x EpiN must be the collective's epilogue tile");
+    constexpr int kThreads =
+        decltype(size(cute::remove_cvref_t<decltype(args.tiled_mma)>{}))::value;
+    auto [M, N, K, L] = args.problem_shape_mnkl;
+    auto [m, n, k, l] = args.tile_coord_mnkl;
+    constexpr int kCtaM = decltype(size<0>(args.tile_shape_mnk))::value;
+    constexpr int kCtaN = decltype(size<1>(args.tile_shape_mnk))::value;
+    int rowsLeft = static_cast<int>(M) - static_cast<int>(m) * kCtaM;
+    int colsLeft = static_cast<int>(N) - static_cast<int>(n) * kCtaN;
+    // The ptr-array kernel passes L = 1 and l = the group index.
+    int64_t ld = params_ptr->ld_aux;
+    Element *tile =
+        params_ptr->ptr_aux[l] + int64_t(m) * kCtaM * ld + int64_t(n) * kCtaN;
+    // tCcD holds coordinates relative to this thread's first element, and
+    // residue_tCcD = (M, N) - that element's coordinates in the group.
+    int baseRow = rowsLeft - static_cast<int>(get<0>(args.residue_tCcD));
+    int baseCol = colsLeft - static_cast<int>(get<1>(args.residue_tCcD));
+    Tensor tCrAux = make_tensor<Element>(take<0, 3>(shape(args.tCcD)));
+    return ConsumerStoreCallbacks<kThreads, decltype(tCrAux),
+                                  decltype(args.tCcD)>(
+        cute::move(tCrAux), args.tCcD, baseRow, baseCol, smem_aux, tile, ld,
+        rowsLeft, colsLeft, args.thread_idx);
+  }
+};
+
+//===----------------------------------------------------------------------===//
 // Kernel types
 //===----------------------------------------------------------------------===//
 
@@ -326,10 +608,23 @@ using BiasTree =
     fusion::Sm90EVT<fusion::Sm90Compute<cutlass::plus, Bf16, float, kRound>,
                     fusion::Sm90AccFetch, RowBias>;
 
+/// The epilogue subtile of the cooperative schedule with EpilogueTileAuto
+/// (CUTLASS's sm90_compute_tile_shape_or_override: min(128, CTA_M) x
+/// min(32, CTA_N)); Sm90GroupedAuxSmemStore checks it at compile time.
+constexpr int kEpiM = 128, kEpiN = 32;
+
+/// The second output's store node (see FMOE_FUSED_AUX_STORE_SMEM);
+/// InStoreBuffer: stage it in the collective's D buffer (no smem of its own).
+template <class Element, template <class> class Transform, bool InStoreBuffer>
+using GroupedAuxStore = std::conditional_t<
+    FMOE_FUSED_AUX_STORE_SMEM != 0,
+    Sm90GroupedAuxSmemStore<Element, Transform, kEpiM, kEpiN, InStoreBuffer>,
+    Sm90GroupedAuxStore<Element, Transform>>;
+
 /// h = acc + bias[l]; aux = h; d = gelu(h)  (gelu of the fp32 h)
 using BiasGeluTree = fusion::Sm90EVT<
     fusion::Sm90Compute<GeluErf, Bf16, float, kRound>,
-    fusion::Sm90EVT<Sm90GroupedAuxStore<Bf16, Identity>,
+    fusion::Sm90EVT<GroupedAuxStore<Bf16, Identity, false>,
                     fusion::Sm90EVT<fusion::Sm90Compute<cutlass::plus, float,
                                                         float, kRound>,
                                     fusion::Sm90AccFetch, RowBias>>>;
@@ -339,8 +634,13 @@ using BiasGeluTree = fusion::Sm90EVT<
 using DGeluTree =
     fusion::Sm90EVT<fusion::Sm90Compute<GeluErfBackward, Bf16, float, kRound>,
                     fusion::Sm90AccFetch,
-                    fusion::Sm90EVT<Sm90GroupedAuxStore<Bf16, GeluErf>,
+                    fusion::Sm90EVT<GroupedAuxStore<Bf16, GeluErf, true>,
                                     fusion::Sm90SrcFetch<Bf16>>>;
+
+/// h = C (per-group TMA load); d = acc * gelu'(h)  (no second output)
+using DGradGeluTree =
+    fusion::Sm90EVT<fusion::Sm90Compute<GeluErfBackward, Bf16, float, kRound>,
+                    fusion::Sm90AccFetch, fusion::Sm90SrcFetch<Bf16>>;
 
 template <Kind K> struct KindTraits;
 template <> struct KindTraits<Kind::NoneNT> {
@@ -367,6 +667,11 @@ template <> struct KindTraits<Kind::DGeluNN> {
   static constexpr bool kNT = false;
   using ElementC = Bf16; // h, loaded by the collective as the source
   using Tree = DGeluTree;
+};
+template <> struct KindTraits<Kind::DGradGeluNN> {
+  static constexpr bool kNT = false;
+  using ElementC = Bf16; // h, loaded by the collective as the source
+  using Tree = DGradGeluTree;
 };
 
 template <Kind K> struct GemmFor {
@@ -488,9 +793,9 @@ template <class G> TablePtrs tablePtrs(char *base, const Plan &p) {
 }
 
 /// One thread per group (local expert) l: M_l from `offsets`, the group's
-/// pointers and strides. C is DAct's h (aux); the aux-store table holds
-/// BiasAct's h destination (aux) or DAct's act(h) destination (actOut, or
-/// aux in place).
+/// pointers and strides. C is DAct's and DGrad's h (aux); the aux-store
+/// table holds BiasAct's h destination (aux) or DAct's act(h) destination
+/// (actOut, or aux in place); DGrad does not use it.
 template <class G>
 __global__ void buildGroupTables(FusedGemmArgs args, TablePtrs t) {
   using namespace types;
@@ -571,6 +876,9 @@ makeArguments(const FusedGemmArgs &a, const TablePtrs &t, int device,
         {},
         {{}, {static_cast<Bf16 *const *>(t.aux), a.actOut ? a.ldact : a.ldaux}},
         {}};
+  } else if constexpr (K == Kind::DGradGeluNN) {
+    // (acc, C, dgelu): nothing to pass
+    fa = {{}, {}, {}};
   }
 
   args.hw_info.device_id = device;

@@ -20,8 +20,9 @@ enum class Kind {
   NoneNT,
   NoneNN,
   BiasNT,
-  BiasGeluNT, // BiasAct with Gelu
-  DGeluNN,    // DAct with Gelu
+  BiasGeluNT,  // BiasAct with Gelu
+  DGeluNN,     // DAct with Gelu
+  DGradGeluNN, // DGrad with Gelu
 };
 
 /// Device scratch bytes for `args` with `smCount` SMs (see
@@ -50,6 +51,7 @@ FMOE_FUSED_EXTERN(NoneNN)
 FMOE_FUSED_EXTERN(BiasNT)
 FMOE_FUSED_EXTERN(BiasGeluNT)
 FMOE_FUSED_EXTERN(DGeluNN)
+FMOE_FUSED_EXTERN(DGradGeluNN)
 #undef FMOE_FUSED_EXTERN
 
 } // namespace fmoe::runtime::cuda::fused
