@@ -92,9 +92,9 @@ def check_layer(cpu_layer, act, dtype, shapes):
         # gradients), ill-conditioned for a single token: its error grows with
         # the cancellation whatever the summation order, so it is held to ten
         # times eager PyTorch's own error on the same input. In 16-bit
-        # storage fmoe also rounds the GEMM result and then the bias sum
-        # (until the bias moves into the GEMM epilogue): every gradient is
-        # held to three times eager's error there.
+        # storage fmoe also rounds h before the activation and, off the
+        # bf16 bias-epilogue GEMMs, the GEMM result before the bias: every
+        # gradient is held to three times eager's error there.
         _, grads_eager = run(copy.deepcopy(cpu_layer).cuda(), x.cuda(), g.cuda())
         for n, a, b, c in zip(names, grads, grads_ref, grads_eager):
             tol = TOL[dtype] * (4 if dtype != torch.float32 else 1)
@@ -127,6 +127,16 @@ def test_gpu_matches_brute_force_and_cpu_backend(e, k, act, dt):
 def test_vector_column_bodies(e, k, act, dt, d, h):
     layer = make_layer(e, k, act, DTYPES[dt], d_model=d, d_hidden=h)
     check_layer(layer, act, DTYPES[dt], [(5, d), (96, d)])
+
+
+@pytest.mark.gpu
+def test_bias_gemm_without_the_fused_kernel(monkeypatch):
+    """FMOE_NO_FUSED_GEMM=1: the bf16 bias GEMMs run as the plain grouped
+    GEMM and a bias pass (the path of other GPUs and of builds without the
+    CUTLASS headers), within the same bounds."""
+    monkeypatch.setenv("FMOE_NO_FUSED_GEMM", "1")
+    layer = make_layer(4, 2, "gelu", torch.bfloat16, d_model=512, d_hidden=2048)
+    check_layer(layer, "gelu", torch.bfloat16, [(5, 512), (96, 512)])
 
 
 @pytest.mark.gpu

@@ -1230,14 +1230,6 @@ private:
         });
   }
 
-  /// Whether the backward's da GEMM applies act'(h) in its epilogue
-  /// (fmoe_rt_grouped_gemm_dact): bf16 GeLU, one fc1 GEMM, widths the
-  /// GEMMs' 16-byte rows allow.
-  static bool fusableDGrad(Value fc1, Activation act) {
-    return elementOf(fc1).isBF16() && act == Activation::gelu &&
-           dim(fc1, 1) % 8 == 0 && dim(fc1, 2) % 8 == 0;
-  }
-
   LogicalResult lowerExpertGrad(ExpertGradOp op) {
     Activation act = op.getActivation();
     int64_t local = dim(op.getFc1Weight(), 0),
@@ -1278,40 +1270,19 @@ private:
     // held next to a copy (the module marks h clobbered), unless
     // --keep-saved asks for saved inputs to stay intact.
     // Rows past offsets[G] are never read: no memsets below.
+    Value da = temp(op.getLoc(), elt, rows, hidden);
+    call(op, "grouped_gemm", {dyv, mem(op.getFc2Weight()), da, offsets},
+         gemm("nn", hidden, d, d, 0, hidden, false));
+    Value dh;
     auto savedH = dyn_cast<BlockArgument>(op.getH());
-    bool lastUseOfH = savedH && savedH.getOwner() == &func.front() &&
-                      savedH.hasOneUse() && !keepSaved;
-    Value da, dh;
-    if (fusedEpilogues && fusableDGrad(op.getFc1Weight(), act)) {
-      // bf16 GeLU: dh = (dy W2) * act'(h) in the GEMM's epilogue, then
-      // a = act(h) for dW2 in one pass over h (over h itself at its last
-      // use).
-      dh = temp(op.getLoc(), elt, rows, hidden);
-      SmallVector<NamedAttribute> attrs =
-          gemm("nn", hidden, d, d, 0, hidden, false);
-      attrs.push_back(b.getNamedAttr(
-          "activation", b.getStringAttr(stringifyActivation(act))));
-      call(op, "grouped_gemm_dact",
-           {dyv, mem(op.getFc2Weight()), h, dh, offsets}, attrs);
-      da = h;
-      if (lastUseOfH)
-        clobbered.insert(op.getH());
-      else
-        da = temp(op.getLoc(), elt, rows, hidden);
-      activationRows(op, h, op.getOffsets(), da, Value(), rows, hidden, local,
-                     act);
+    if (savedH && savedH.getOwner() == &func.front() && savedH.hasOneUse() &&
+        !keepSaved) {
+      dh = h;
+      clobbered.insert(op.getH());
     } else {
-      da = temp(op.getLoc(), elt, rows, hidden);
-      call(op, "grouped_gemm", {dyv, mem(op.getFc2Weight()), da, offsets},
-           gemm("nn", hidden, d, d, 0, hidden, false));
-      if (lastUseOfH) {
-        dh = h;
-        clobbered.insert(op.getH());
-      } else {
-        dh = temp(op.getLoc(), elt, rows, hw);
-      }
-      actAndGrad(op, h, da, offsets, dh, rows, hidden, groups, act);
+      dh = temp(op.getLoc(), elt, rows, hw);
     }
+    actAndGrad(op, h, da, offsets, dh, rows, hidden, groups, act);
     // fc2: dW2[l] = dyᵀ a, db2 = column sums of dy.
     Value a = da;
     Value dw2 = define(op.getGradFc2Weight(), {0, local});

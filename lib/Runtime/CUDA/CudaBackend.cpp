@@ -21,6 +21,7 @@
 #include <charconv>
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -276,8 +277,8 @@ private:
                     const std::vector<BufferRef> &args);
   void allToAll(const Attrs &attrs, const std::vector<BufferRef> &args,
                 Execution &execution);
-  void groupedGemmEpilogue(const Attrs &attrs, const LibraryTarget &target,
-                           const std::vector<BufferRef> &args, bool dact);
+  void groupedGemmBias(const Attrs &attrs, const LibraryTarget &target,
+                       const std::vector<BufferRef> &args);
   /// Copies on the backend's stream, for the exchanges.
   MemoryOps deviceMemory();
 
@@ -607,10 +608,8 @@ void CudaBackend::call(const format::Command &cmd,
     return groupedGemm(attrs, target, args, /*gather=*/true);
   if (target.base == "fmoe_rt_grouped_wgrad")
     return groupedWgrad(attrs, target, args);
-  if (target.base == "fmoe_rt_grouped_gemm_bias" ||
-      target.base == "fmoe_rt_grouped_gemm_dact")
-    return groupedGemmEpilogue(attrs, target, args,
-                               target.base == "fmoe_rt_grouped_gemm_dact");
+  if (target.base == "fmoe_rt_grouped_gemm_bias")
+    return groupedGemmBias(attrs, target, args);
   if (target.base == "fmoe_rt_all_to_all")
     return allToAll(attrs, args, execution);
   if (target.base == "fmoe_rt_replicate" ||
@@ -696,59 +695,45 @@ void CudaBackend::groupedGemm(const Attrs &attrs, const LibraryTarget &target,
   cuda::launchGroupedGemm(type, p, stream);
 }
 
-void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
-                                      const LibraryTarget &target,
-                                      const std::vector<BufferRef> &args,
-                                      bool dact) {
-  // bias: a, w, bias, c, offsets (layout nt), c = a W^T + bias[l];
-  // dact: a, w, h, c, offsets (layout nn), c = (a W) * act'(h).
-  requireOperands(attrs, args, 5);
-  const BufferRef &a = args[0], &w = args[1], &x = args[2], &c = args[3],
+void CudaBackend::groupedGemmBias(const Attrs &attrs,
+                                  const LibraryTarget &target,
+                                  const std::vector<BufferRef> &args) {
+  requireOperands(attrs, args, 5); // a, w, bias, c, offsets
+  const BufferRef &a = args[0], &w = args[1], &bias = args[2], &c = args[3],
                   &offsets = args[4];
-  const char *xName = dact ? "h" : "bias";
   DType type = target.typed ? target.type : c.dtype;
   requireType(attrs, a, type, "a");
   requireType(attrs, w, type, "w");
-  requireType(attrs, x, type, xName);
+  requireType(attrs, bias, type, "bias");
   requireType(attrs, c, type, "c");
-  const char *layout = dact ? "nn" : "nt";
-  if (attrs.getString("layout") != layout || attrs.getSize("a_col", 0) != 0 ||
+  if (attrs.getString("layout") != "nt" || attrs.getSize("a_col", 0) != 0 ||
       attrs.getBool("accumulate", false))
-    throw Error(attrs.where() + ": this epilogue GEMM takes layout " + layout +
-                ", a_col = 0 and no accumulate");
-  if (dact && attrs.getString("activation") != "gelu")
-    throw Error(attrs.where() + ": no act' epilogue for activation '" +
-                attrs.getString("activation") + "' (gelu only)");
+    throw Error(attrs.where() + ": the bias GEMM takes layout nt, a_col = 0 "
+                                "and no accumulate");
   int64_t n = attrs.getSize("n"), k = attrs.getSize("k");
   int64_t lda = attrs.getSize("lda"), ldc = attrs.getSize("ldc");
-  int64_t cCol = dact ? 0 : attrs.getSize("c_col", 0);
+  int64_t cCol = attrs.getSize("c_col", 0);
   int64_t local = attrs.getInt("local_experts");
   int64_t groups = groupsOf(attrs, offsets, local);
   int64_t rows = rowsOf(attrs, c, "c");
   requireSpan(attrs, c, "c", rows, ldc, cCol, n);
   requireSpan(attrs, a, "a", rows, lda, 0, k);
   requireSpan(attrs, w, "w", 1, 0, 0, local * n * k);
-  if (dact)
-    requireSpan(attrs, x, "h", rows, ldc, 0, n);
-  else
-    requireSpan(attrs, x, "bias", 1, 0, 0, local * n);
+  requireSpan(attrs, bias, "bias", 1, 0, 0, local * n);
   if (rows == 0)
     return;
   void *cData = static_cast<char *>(c.data) + cCol * dtypeSize(type);
 
-  // bf16 on sm90: CUTLASS's grouped GEMM with the epilogue fused.
-  if (type == DType::BF16) {
+  // bf16 on sm90: CUTLASS's grouped GEMM with the bias in its epilogue
+  // (FMOE_NO_FUSED_GEMM=1 turns it off, to compare or to test the other
+  // path).
+  if (type == DType::BF16 && !std::getenv("FMOE_NO_FUSED_GEMM")) {
     cuda::FusedGemmArgs f;
     f.a = a.data;
     f.lda = lda;
     f.w = w.data;
-    f.nt = !dact;
-    if (dact) {
-      f.aux = x.data;
-      f.ldaux = ldc;
-    } else {
-      f.bias = x.data;
-    }
+    f.nt = true;
+    f.bias = bias.data;
     f.d = cData;
     f.ldd = ldc;
     f.offsets = static_cast<const int32_t *>(offsets.data);
@@ -756,7 +741,7 @@ void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
     f.groupsPerExpert = groups / local;
     f.n = n;
     f.k = k;
-    f.epilogue = dact ? cuda::FusedEpilogue::DGrad : cuda::FusedEpilogue::Bias;
+    f.epilogue = cuda::FusedEpilogue::Bias;
     if (cuda::fusedGroupedGemmSupported(f)) {
       f.workspaceBytes = cuda::fusedGroupedGemmWorkspace(f);
       f.workspace = allocate(f.workspaceBytes);
@@ -771,22 +756,21 @@ void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
     }
   }
   // Elsewhere: the plain grouped GEMM (the library hook's, else the
-  // backend's own), then the epilogue in a pass over c.
+  // backend's own), then the bias in a pass over c.
   std::vector<BufferRef> plain{a, w, c, offsets};
   const CudaLibraryHook::Fn &hook = CudaLibraryHook::get();
   if (!hook || !hook("fmoe_rt_grouped_gemm", attrs.command(), plain, stream))
     groupedGemm(attrs, target, plain, /*gather=*/false);
-  cuda::EpilogueArgs e;
+  cuda::BiasArgs e;
   e.c = cData;
-  e.x = x.data;
-  e.dgelu = dact;
+  e.bias = bias.data;
   e.offsets = static_cast<const int32_t *>(offsets.data);
   e.rows = rows;
   e.n = n;
   e.ldc = ldc;
   e.groups = groups;
   e.localExperts = local;
-  cuda::launchEpilogue(type, e, stream);
+  cuda::launchBias(type, e, stream);
 }
 
 void CudaBackend::groupedWgrad(const Attrs &attrs, const LibraryTarget &target,
