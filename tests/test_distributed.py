@@ -131,6 +131,11 @@ def _worker(rank, world, port, strategy, cache, top_k, fail, device="cpu", count
                 return
             raise
         assert fail != "mismatch", "mismatched ranks were not detected"
+        if shadow is not None:
+            # The module really replicates (an unshadowed layer would give
+            # the same numbers).
+            (info,) = compiled._fmoe_modules.values()
+            assert b"fmoe_rt_replicate" in info.path.read_bytes(), "shadowing was dropped"
         torch.manual_seed(100 + rank)  # each rank feeds its own tokens
         tokens = counts[rank] if counts else 5 + 3 * rank
         x = torch.randn(tokens, D_MODEL).to(device).requires_grad_()
@@ -169,6 +174,8 @@ def test_expert_parallel_matches_single_process(world, strategy, tmp_path):
 
 SHADOW_CASES = [
     (2, "contiguous", [1]),
+    (2, "contiguous", [1, 0]),  # both of rank 0's experts, in descending order
+    (2, "contiguous", [3, 2, 0]),  # rank 1 exchanges nothing
     (4, "round-robin", [0, 5]),
     (2, "balanced", 1),
     (4, "balanced", 2),

@@ -70,6 +70,12 @@ struct Layout {
       if (r < 0 || r >= world)
         throw Error("all_to_all: placement names rank " + std::to_string(r));
     local = experts / world;
+    std::vector<int64_t> held(world, 0);
+    for (int64_t r : rankOf)
+      if (++held[r] > local)
+        throw Error("all_to_all: placement puts more than " +
+                    std::to_string(local) + " experts on rank " +
+                    std::to_string(r));
     shadows = static_cast<int64_t>(shadow.size());
     std::vector<int64_t> slots = localSlots(rankOf, world);
     std::vector<int64_t> order = expertGroupOrder(rankOf, world, shadow);

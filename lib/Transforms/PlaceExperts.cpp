@@ -49,8 +49,12 @@ struct FMoEPlaceExpertsPass
         dispatch->getAttrOfType<DenseI64ArrayAttr>("fmoe.placement");
     dispatch->removeAttr("fmoe.world_size");
     dispatch->removeAttr("fmoe.placement");
-    if (world == 1)
+    if (world == 1) {
+      if (!shadow.empty() || shadowHot > 0)
+        return dispatch.emitError(
+            "shadowing replicates experts over ranks: this layer runs on one");
       return success();
+    }
 
     std::vector<double> load;
     auto kind = ::fmoe::parsePlacementStrategy(strategy);

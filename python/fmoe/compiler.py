@@ -405,6 +405,8 @@ def compile(
     opts = {"chip": chip, **{k.replace("_", "-"): v for k, v in options.items()}}
     if placement is not None:
         opts["strategy"] = placement
+    if shadow is not None and not isinstance(shadow, (int, str)):
+        shadow = list(shadow)  # a generator is read once
     if isinstance(shadow, bool) or not (
         shadow is None or isinstance(shadow, int) or all(isinstance(e, int) for e in shadow)
     ):

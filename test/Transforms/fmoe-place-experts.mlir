@@ -14,6 +14,7 @@
 // RUN: not fmoe-opt %inputs/layer_ep2.mlir --fmoe-decompose --fmoe-place-experts=shadow=7 2>&1 | FileCheck %s --check-prefix=NOTANEXPERT
 // RUN: not fmoe-opt %inputs/layer_ep2.mlir --fmoe-decompose --fmoe-place-experts=shadow=1,1 2>&1 | FileCheck %s --check-prefix=TWICE
 // RUN: not fmoe-opt %inputs/layer_ep2.mlir --fmoe-decompose --fmoe-place-experts=shadow=0,1,2,3 2>&1 | FileCheck %s --check-prefix=ALL
+// RUN: not fmoe-opt %inputs/layer.mlir --fmoe-decompose --fmoe-place-experts=shadow=1 2>&1 | FileCheck %s --check-prefix=ONERANK
 
 // Contiguous (FastMoE's): experts 0, 1 on rank 0 and 2, 3 on rank 1.
 // CONTIG: shard.grid @fmoe_grid_2(shape = 2)
@@ -71,3 +72,4 @@
 // NOTANEXPERT: error: shadowed expert '7' is not an expert id in [0, 4)
 // TWICE: error: expert 1 is shadowed twice
 // ALL: error: cannot shadow all 4 experts: nothing would be expert-parallel
+// ONERANK: error: shadowing replicates experts over ranks: this layer runs on one

@@ -1738,6 +1738,16 @@ func.func @all_to_all_shadow_reverse_out_offsets(%r: tensor<?x16xf32>, %o: tenso
 
 // -----
 
+shard.grid @one(shape = 1)
+func.func @all_to_all_shadow_one_device(%r: tensor<?x16xf32>, %o: tensor<5xi32>) {
+  // expected-error@+1 {{'fmoe.all_to_all' op expects no shadowed experts on a grid of one device}}
+  %a, %ao = fmoe.all_to_all %r, %o on @one {placement = array<i64: 0, 0, 0, 0>, shadow = array<i64: 2>}
+      : (tensor<?x16xf32>, tensor<5xi32>) -> (tensor<?x16xf32>, tensor<6xi32>)
+  return
+}
+
+// -----
+
 // ===== fmoe.replicate, fmoe.replicate_grad =====
 
 shard.grid @ranks(shape = 2)

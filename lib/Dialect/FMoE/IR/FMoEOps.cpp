@@ -531,6 +531,8 @@ LogicalResult AllToAllOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
     return failure();
   if (!getShadow() || getShadow()->empty())
     return success();
+  if (*world == 1)
+    return emitOpError("expects no shadowed experts on a grid of one device");
   // The expert side: L + S local experts, one group per source rank each.
   int64_t e = getPlacement().size(), s = getShadow()->size();
   int64_t groups = e + s * *world;
