@@ -7,7 +7,8 @@
         --rdzv-backend c10d --rdzv-endpoint HOST:29500 examples/expert_parallel.py
 
 On CPU ranks the exchange runs over gloo; with a GPU per rank, pass --cuda
-(NCCL).
+(NCCL). --shadow=0,3 replicates those experts on every rank (FasterMoE's
+shadowing, compiled in: their tokens are computed where they are routed).
 """
 
 import sys
@@ -22,6 +23,7 @@ import fmoe  # noqa: E402
 
 def main() -> None:
     cuda = "--cuda" in sys.argv
+    shadow = [int(e) for a in sys.argv if a.startswith("--shadow=") for e in a[len("--shadow="):].split(",")]
     dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device("cuda", rank % torch.cuda.device_count()) if cuda else torch.device("cpu")
@@ -34,7 +36,7 @@ def main() -> None:
     ).to(device)
     # Experts stay per rank; the gate and the dense layer are averaged.
     ddp = fmoe.DistributedGroupedDataParallel(model, auto_allreduce=True)
-    compiled = fmoe.compile(model, placement="contiguous")
+    compiled = fmoe.compile(model, placement="contiguous", shadow=shadow or None)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     torch.manual_seed(1 + rank)
     for step in range(20):
@@ -44,7 +46,8 @@ def main() -> None:
         loss.backward()  # gradients of shared parameters reduced during backward
         opt.step()
         if rank == 0 and step % 5 == 0:
-            print(f"step {step}: loss {loss.item():.4f} ({2 * world} experts over {world} ranks)")
+            shadowed = f", experts {shadow} on every rank" if shadow else ""
+            print(f"step {step}: loss {loss.item():.4f} ({2 * world} experts over {world} ranks{shadowed})")
     ddp.remove_hooks()  # before the group goes away
     dist.barrier()  # every rank done with its collectives before any leaves
     dist.destroy_process_group()

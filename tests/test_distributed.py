@@ -334,3 +334,17 @@ def test_shadow_arguments_are_checked():
     for bad in ("hot", True, [1.5]):
         with pytest.raises(TypeError, match="shadow must be"):
             fmoe.compile(layer, shadow=bad)
+
+
+def test_expert_parallel_example_with_torchrun(tmp_path):
+    """The README's torchrun example on two CPU ranks, with shadowed experts."""
+    import subprocess
+
+    env = {**os.environ, "FMOE_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(HERE.parent / "examples" / "expert_parallel.py"), "--shadow=0,3"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "step 15: loss" in done.stdout and "experts [0, 3] on every rank" in done.stdout
