@@ -29,6 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -654,98 +655,77 @@ void timeConfig(const Config &c, Buffers &b, int64_t rows, const Passed &p) {
       line("None nn (GEMM alone)", medianMs(stream, [&] { gemm(noneNN); }));
   }
 
-  if (timingSet.bias) {
-    if (!p.bias || !p.noneNT) {
-      skip("Bias", p.bias ? "None nt failed its check" : "its check failed");
-    } else {
-      auto args = baseArgs(c, b, FusedEpilogue::Bias, true);
-      auto elt = [&] {
-        biasElementwise<<<eltBlocks, 256, 0, stream>>>(
-            b.d, b.ldd, b.bias, b.rowExpert, b.aux, b.ldaux, b.rowBegin, rows,
-            N);
-      };
-      double tf = medianMs(stream, [&] { gemm(args); });
-      double tu = medianMs(stream, [&] {
-        gemm(none);
-        elt();
-      });
-      double te = medianMs(stream, elt);
-      pair("Bias", "None nt + bias", tf, tu, te);
-      note("Bias", tf, tu);
+  // One epilogue, fused, against the plain GEMM of its layout followed by
+  // `elt` (the same work as a separate pass), and `elt` alone. `prepare`
+  // runs once before the timings when they are not skipped.
+  auto compare = [&](const char *name, bool checked, bool nn,
+                     const char *unfusedName, const FusedGemmArgs &fused,
+                     const std::function<void()> &elt,
+                     const std::function<void()> &prepare = nullptr) {
+    if (!checked || !(nn ? p.noneNN : p.noneNT)) {
+      skip(name, !checked ? "its check failed"
+                 : nn     ? "None nn failed its check"
+                          : "None nt failed its check");
+      return;
     }
-  }
+    if (prepare)
+      prepare();
+    const FusedGemmArgs &plain = nn ? noneNN : none;
+    double tf = medianMs(stream, [&] { gemm(fused); });
+    double tu = medianMs(stream, [&] {
+      gemm(plain);
+      elt();
+    });
+    double te = medianMs(stream, elt);
+    pair(name, unfusedName, tf, tu, te);
+    note(name, tf, tu);
+  };
 
-  if (timingSet.biasAct) {
-    if (!p.biasAct || !p.noneNT) {
-      skip("BiasAct",
-           p.biasAct ? "None nt failed its check" : "its check failed");
-    } else {
-      auto args = baseArgs(c, b, FusedEpilogue::BiasAct, true);
-      auto elt = [&] {
-        biasGeluElementwise<<<eltBlocks, 256, 0, stream>>>(
-            b.d, b.ldd, b.bias, b.rowExpert, b.aux, b.ldaux, b.act, b.ldaux,
-            b.rowBegin, rows, N);
-      };
-      double tf = medianMs(stream, [&] { gemm(args); });
-      double tu = medianMs(stream, [&] {
-        gemm(none);
-        elt();
-      });
-      double te = medianMs(stream, elt);
-      pair("BiasAct", "None nt + bias_gelu", tf, tu, te);
-      note("BiasAct", tf, tu);
-    }
-  }
+  if (timingSet.bias)
+    compare("Bias", p.bias, false, "None nt + bias",
+            baseArgs(c, b, FusedEpilogue::Bias, true), [&] {
+              biasElementwise<<<eltBlocks, 256, 0, stream>>>(
+                  b.d, b.ldd, b.bias, b.rowExpert, b.aux, b.ldaux, b.rowBegin,
+                  rows, N);
+            });
+
+  if (timingSet.biasAct)
+    compare("BiasAct", p.biasAct, false, "None nt + bias_gelu",
+            baseArgs(c, b, FusedEpilogue::BiasAct, true), [&] {
+              biasGeluElementwise<<<eltBlocks, 256, 0, stream>>>(
+                  b.d, b.ldd, b.bias, b.rowExpert, b.aux, b.ldaux, b.act,
+                  b.ldaux, b.rowBegin, rows, N);
+            });
 
   if (timingSet.dAct) {
-    if (!p.dAct || !p.noneNN) {
-      skip("DAct", p.dAct ? "None nn failed its check" : "its check failed");
-    } else {
-      auto args = baseArgs(c, b, FusedEpilogue::DAct, false);
-      args.actOut = b.act;
-      args.ldact = b.ldaux;
-      // aux holds h (read only by every timed kernel); dh of the unfused
-      // pair goes to hIn, free scratch once the checks are done.
-      CK(cudaMemcpyAsync(b.aux, b.hIn,
-                         size_t(b.rowsAlloc * b.ldaux) * sizeof(bf16),
-                         cudaMemcpyDeviceToDevice, stream));
-      auto elt = [&] {
-        dGeluElementwise<<<eltBlocks, 256, 0, stream>>>(
-            b.d, b.ldd, b.aux, b.ldaux, b.hIn, b.ldaux, b.act, b.ldaux,
-            b.rowBegin, rows, N);
-      };
-      double tf = medianMs(stream, [&] { gemm(args); });
-      double tu = medianMs(stream, [&] {
-        gemm(noneNN);
-        elt();
-      });
-      double te = medianMs(stream, elt);
-      pair("DAct", "None nn + dgelu", tf, tu, te);
-      note("DAct", tf, tu);
-    }
+    auto args = baseArgs(c, b, FusedEpilogue::DAct, false);
+    args.actOut = b.act;
+    args.ldact = b.ldaux;
+    compare(
+        "DAct", p.dAct, true, "None nn + dgelu", args,
+        [&] {
+          dGeluElementwise<<<eltBlocks, 256, 0, stream>>>(
+              b.d, b.ldd, b.aux, b.ldaux, b.hIn, b.ldaux, b.act, b.ldaux,
+              b.rowBegin, rows, N);
+        },
+        [&] {
+          // aux holds h (read only by every timed kernel); dh of the
+          // unfused pair goes to hIn, free scratch once the checks are done.
+          CK(cudaMemcpyAsync(b.aux, b.hIn,
+                             size_t(b.rowsAlloc * b.ldaux) * sizeof(bf16),
+                             cudaMemcpyDeviceToDevice, stream));
+        });
   }
 
-  if (timingSet.dGrad) {
-    if (!p.dGrad || !p.noneNN) {
-      skip("DGrad", p.dGrad ? "None nn failed its check" : "its check failed");
-    } else {
-      auto args = baseArgs(c, b, FusedEpilogue::DGrad, false);
-      // aux holds h (the checks left it there; read only from here on); dh
-      // of the unfused pair goes to hIn (scratch once the checks are done).
-      auto elt = [&] {
-        dGeluOnlyElementwise<<<eltBlocks, 256, 0, stream>>>(
-            b.d, b.ldd, b.aux, b.ldaux, b.hIn, b.ldaux, b.rowBegin, rows, N);
-      };
-      double tf = medianMs(stream, [&] { gemm(args); });
-      double tu = medianMs(stream, [&] {
-        gemm(noneNN);
-        elt();
-      });
-      double te = medianMs(stream, elt);
-      pair("DGrad", "None nn + dgelu (no act)", tf, tu, te);
-      note("DGrad", tf, tu);
-    }
-  }
+  // aux holds h (the checks left it there; read only from here on); dh of
+  // the unfused pair goes to hIn (scratch once the checks are done).
+  if (timingSet.dGrad)
+    compare("DGrad", p.dGrad, true, "None nn + dgelu (no act)",
+            baseArgs(c, b, FusedEpilogue::DGrad, false), [&] {
+              dGeluOnlyElementwise<<<eltBlocks, 256, 0, stream>>>(
+                  b.d, b.ldd, b.aux, b.ldaux, b.hIn, b.ldaux, b.rowBegin, rows,
+                  N);
+            });
   CK(cudaGetLastError());
   if (!summary.empty())
     std::printf("  SUMMARY %s%s%s\n", summaryTag.c_str(), c.name.c_str(),

@@ -33,12 +33,12 @@
 //     descriptor (not patched per group), and its non-TMA form takes one
 //     pointer and predicates on (m, n, l) < (M, N, L) with L = 1 while the
 //     ptr-array kernel passes l = group index. So this file defines its own
-//     node. Sm90GroupedAuxSmemStore (the default) stages each epilogue
-//     subtile in shared memory and writes it through ptr_aux[l] with 16-byte
-//     coalesced st.global (8 KiB of its own for BiasAct; DAct borrows the
+//     node. Sm90GroupedAuxSmemStore stages each epilogue subtile in shared
+//     memory and writes it through ptr_aux[l] with 16-byte coalesced
+//     st.global (8 KiB of its own for BiasAct; DAct borrows the
 //     collective's D buffer in reduce(), so that its mainloop keeps 4
-//     stages). Sm90GroupedAuxStore (FMOE_FUSED_AUX_STORE_SMEM=0, run 20)
-//     writes straight from the registers, 2 bf16 per thread and store.
+//     stages). Storing straight from the registers (2 bf16 per thread and
+//     store) measured slower (bench/NOTES.md, runs 20 and 22).
 //
 //===----------------------------------------------------------------------===//
 
@@ -78,14 +78,6 @@
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "cutlass/numeric_conversion.h"
 #include "cutlass/numeric_types.h"
-
-/// How BiasAct's and DAct's second output is stored: 1 (default) through
-/// shared memory and 16-byte coalesced st.global (Sm90GroupedAuxSmemStore);
-/// 0: straight from the registers, 2 bf16 per st.global
-/// (Sm90GroupedAuxStore, the form measured in run 20).
-#ifndef FMOE_FUSED_AUX_STORE_SMEM
-#define FMOE_FUSED_AUX_STORE_SMEM 1
-#endif
 
 namespace fmoe::runtime::cuda::fused {
 
@@ -157,161 +149,15 @@ template <class T, int N> struct GeluErfBackward<cutlass::Array<T, N>> {
 };
 
 //===----------------------------------------------------------------------===//
-// Sm90GroupedAuxStore: an EVT node that stores Transform(input) (converted
-// to Element) into the current group's rows, through an array of per-group
-// pointers, and passes its input through unchanged.
+// Sm90GroupedAuxSmemStore: an EVT node that stores Transform(input)
+// (converted to Element) into the current group's rows, through an array of
+// per-group pointers, and passes its input through unchanged. The subtile
+// goes through shared memory and leaves it in 16-byte, coalesced st.global.
 //
-// The partitioning follows the epilogue's register layout (the R2S tiled
-// copy that the collective hands to every node, with ReferenceSrc), so the
-// fragment of visit(epi_v) lands at the right place. Coordinates come from
-// the collective's tCcD / residue_tCcD (relative to the thread's first
-// element, and the group's (M, N) relative to it), so rows past the group's
-// M (and columns past N) are not written.
-//===----------------------------------------------------------------------===//
-
-template <class Element, template <class> class Transform, int Alignment = 8>
-struct Sm90GroupedAuxStore {
-  struct SharedStorage {};
-
-  struct Arguments {
-    /// [groups]: the group's row 0 (its first row of the output).
-    Element *const *ptr_aux = nullptr;
-    /// Elements between consecutive rows (the same for every group).
-    int64_t ld_aux = 0;
-  };
-  using Params = Arguments;
-
-  template <class ProblemShape>
-  static constexpr Params
-  to_underlying_arguments(ProblemShape const &, Arguments const &args, void *) {
-    return args;
-  }
-
-  template <class ProblemShape>
-  static bool can_implement(ProblemShape const &, Arguments const &args) {
-    return args.ptr_aux != nullptr && args.ld_aux % Alignment == 0;
-  }
-
-  template <class ProblemShape>
-  static size_t get_workspace_size(ProblemShape const &, Arguments const &) {
-    return 0;
-  }
-
-  template <class ProblemShape>
-  static cutlass::Status
-  initialize_workspace(ProblemShape const &, Arguments const &, void *,
-                       cudaStream_t, cutlass::CudaHostAdapter * = nullptr) {
-    return cutlass::Status::kSuccess;
-  }
-
-  CUTLASS_HOST_DEVICE Sm90GroupedAuxStore() {}
-
-  CUTLASS_HOST_DEVICE
-  Sm90GroupedAuxStore(Params const &params, SharedStorage const &)
-      : params_ptr(&params) {}
-
-  Params const *params_ptr = nullptr;
-
-  CUTLASS_DEVICE bool is_producer_load_needed() const { return false; }
-  CUTLASS_DEVICE bool is_C_load_needed() const { return false; }
-
-  template <class... Args>
-  CUTLASS_DEVICE auto get_producer_load_callbacks(
-      cutlass::epilogue::fusion::detail::ProducerLoadArgs<Args...> const &) {
-    return cutlass::epilogue::fusion::EmptyProducerLoadCallbacks{};
-  }
-
-  template <class GTensor, class RTensor, class CTensor, class Residue>
-  struct ConsumerStoreCallbacks
-      : cutlass::epilogue::fusion::EmptyConsumerStoreCallbacks {
-    CUTLASS_DEVICE
-    ConsumerStoreCallbacks(GTensor &&g, RTensor &&r, CTensor c, Residue res)
-        : tCgAux(cute::forward<GTensor>(g)), tCrAux(cute::forward<RTensor>(r)),
-          tCcAux(c), residue(res) {}
-
-    GTensor tCgAux;  // (CPY,CPY_M,CPY_N,EPI_M,EPI_N) this group's rows
-    RTensor tCrAux;  // (CPY,CPY_M,CPY_N) one subtile, in registers
-    CTensor tCcAux;  // (CPY,CPY_M,CPY_N,EPI_M,EPI_N) (m, n) from this
-                     // thread's first element
-    Residue residue; // (m, n) bound relative to this thread's first element
-
-    template <class ElementAccumulator, class ElementInput, int FragmentSize>
-    CUTLASS_DEVICE cutlass::Array<ElementInput, FragmentSize>
-    visit(cutlass::Array<ElementAccumulator, FragmentSize> const &, int epi_v,
-          int, int, cutlass::Array<ElementInput, FragmentSize> const &input) {
-      cutlass::NumericArrayConverter<float, ElementInput, FragmentSize> toF32;
-      cutlass::NumericArrayConverter<Element, float, FragmentSize> toOut;
-      Transform<cutlass::Array<float, FragmentSize>> transform;
-      auto frags = cute::recast<cutlass::Array<Element, FragmentSize>>(tCrAux);
-      frags(epi_v) = toOut(transform(toF32(input)));
-      return input;
-    }
-
-    CUTLASS_DEVICE void end_loop(int epi_m, int epi_n) {
-      using namespace cute;
-      Tensor g = tCgAux(_, _, _, epi_m, epi_n);
-      Tensor c = tCcAux(_, _, _, epi_m, epi_n);
-      // Vector width: the leading mode of the (flattened) gmem partition,
-      // when it is static and unit-stride, holds consecutive columns, and
-      // the register tensor is compact; blocks of V consecutive indices are
-      // then contiguous in both. N and every leading dimension are multiples
-      // of 8, so a block is either wholly inside the tile's residue or not.
-      auto gflat = flatten(g.layout());
-      constexpr int V = [] {
-        using Mode0 = decltype(layout<0>(decltype(gflat){}));
-        if constexpr (is_static<decltype(shape(Mode0{}))>::value &&
-                      is_constant<1, decltype(stride(Mode0{}))>::value) {
-          constexpr int s0 = decltype(size(Mode0{}))::value;
-          int v = 1;
-          while (v * 2 <= Alignment && s0 % (v * 2) == 0)
-            v *= 2;
-          return v;
-        } else {
-          return 1;
-        }
-      }();
-      static_assert(decltype(size(c))::value % V == 0);
-      using Vec = cutlass::AlignedArray<Element, V>;
-      CUTLASS_PRAGMA_UNROLL
-      for (int i = 0; i < decltype(size(c))::value; i += V) {
-        if (elem_less(c(i), residue)) {
-          *reinterpret_cast<Vec *>(&g(i)) =
-              *reinterpret_cast<Vec const *>(&tCrAux(i));
-        }
-      }
-    }
-  };
-
-  template <bool ReferenceSrc, class... Args>
-  CUTLASS_DEVICE auto get_consumer_store_callbacks(
-      cutlass::epilogue::fusion::detail::ConsumerStoreArgs<Args...> const
-          &args) {
-    using namespace cute;
-    auto [M, N, K, L] = args.problem_shape_mnkl;
-    auto [m, n, k, l] = args.tile_coord_mnkl;
-    // The ptr-array kernel passes L = 1 and l = the group index: the group
-    // selects the base pointer; the tile is addressed in the group's (M, N).
-    Element *base = params_ptr->ptr_aux[l];
-    Tensor mAux = make_tensor(
-        make_gmem_ptr(base),
-        make_layout(make_shape(M, N), make_stride(params_ptr->ld_aux, _1{})));
-    Tensor gAux = local_tile(mAux, take<0, 2>(args.tile_shape_mnk),
-                             make_coord(m, n)); // (CTA_M,CTA_N)
-    Tensor tCgAux =
-        cutlass::epilogue::fusion::sm90_partition_for_epilogue<ReferenceSrc>(
-            gAux, args.epi_tile, args.tiled_copy, args.thread_idx);
-    Tensor tCrAux = make_tensor<Element>(take<0, 3>(shape(tCgAux)));
-    return ConsumerStoreCallbacks<decltype(tCgAux), decltype(tCrAux),
-                                  decltype(args.tCcD),
-                                  decltype(args.residue_tCcD)>(
-        cute::move(tCgAux), cute::move(tCrAux), args.tCcD, args.residue_tCcD);
-  }
-};
-
-//===----------------------------------------------------------------------===//
-// Sm90GroupedAuxSmemStore: the same node (same Arguments, same result), but
-// the subtile goes through shared memory and leaves it in 16-byte, coalesced
-// st.global. Selected by FMOE_FUSED_AUX_STORE_SMEM (below).
+// The register fragment follows the epilogue's layout (the R2S tiled copy
+// that the collective hands to every node, with ReferenceSrc); coordinates
+// come from the collective's tCcD / residue_tCcD, so rows past the group's M
+// (and columns past N) are not written.
 //
 // Two forms (InStoreBuffer):
 // * false: an 8 KiB buffer of its own (SharedStorage), no extra barrier, as
@@ -324,7 +170,7 @@ struct Sm90GroupedAuxStore {
 //
 // Own buffer, per epilogue subtile (EpiM x EpiN, 128 x 32 for the
 // cooperative schedule):
-//   visit:      the transformed input is kept in registers (as above);
+//   visit:      the transformed input is kept in registers;
 //   postreduce: each thread writes its fragment into a single smem buffer
 //               (16-byte chunks XOR-swizzled by row, so that the wgmma
 //               fragment's 8 rows x 16 bytes per warp store and the row-wise
@@ -613,13 +459,11 @@ using BiasTree =
 /// min(32, CTA_N)); Sm90GroupedAuxSmemStore checks it at compile time.
 constexpr int kEpiM = 128, kEpiN = 32;
 
-/// The second output's store node (see FMOE_FUSED_AUX_STORE_SMEM);
-/// InStoreBuffer: stage it in the collective's D buffer (no smem of its own).
+/// The second output's store node; InStoreBuffer: stage it in the
+/// collective's D buffer (no smem of its own).
 template <class Element, template <class> class Transform, bool InStoreBuffer>
-using GroupedAuxStore = std::conditional_t<
-    FMOE_FUSED_AUX_STORE_SMEM != 0,
-    Sm90GroupedAuxSmemStore<Element, Transform, kEpiM, kEpiN, InStoreBuffer>,
-    Sm90GroupedAuxStore<Element, Transform>>;
+using GroupedAuxStore =
+    Sm90GroupedAuxSmemStore<Element, Transform, kEpiM, kEpiN, InStoreBuffer>;
 
 /// h = acc + bias[l]; aux = h; d = gelu(h)  (gelu of the fp32 h)
 using BiasGeluTree = fusion::Sm90EVT<
