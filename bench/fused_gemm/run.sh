@@ -8,6 +8,11 @@
 #   bash bench/fused_gemm/run.sh --only-timing-for=None,DAct,DGrad
 #                                           # time only these epilogues
 #                                           # (None,Bias,BiasAct,DAct,DGrad)
+#   SCHEDULE=pingpong bash bench/fused_gemm/run.sh
+#                                           # every kind with the ping-pong
+#                                           # schedule (default: each kind's
+#                                           # own); log fused_gemm-pingpong.log
+#   NO_RUN=1 bash bench/fused_gemm/run.sh   # build only
 #
 # Every check runs; the timing runs for the epilogues whose checks passed
 # (a FAIL does not stop it), and the exit status is non-zero on any FAIL.
@@ -22,8 +27,15 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 OUT_DIR="${OUT:-bench/out}"
 mkdir -p "$OUT_DIR"
-LOG="$OUT_DIR/fused_gemm.log"
-BUILD="${BUILD_DIR:-build-fused-gemm}"
+SCHEDULE="${SCHEDULE:-}"
+case "$SCHEDULE" in
+  "") SUFFIX=""; DEFINES=() ;;
+  pingpong) SUFFIX="-pingpong"; DEFINES=(-DFMOE_FUSED_SCHEDULE_PINGPONG=1) ;;
+  cooperative) SUFFIX="-cooperative"; DEFINES=(-DFMOE_FUSED_SCHEDULE_PINGPONG=0) ;;
+  *) echo "run.sh: SCHEDULE must be pingpong or cooperative"; exit 1 ;;
+esac
+LOG="$OUT_DIR/fused_gemm$SUFFIX.log"
+BUILD="${BUILD_DIR:-build-fused-gemm$SUFFIX}"
 CUTLASS_INC="third_party/cutlass/include"
 
 : > "$LOG"
@@ -43,7 +55,7 @@ if [ -z "$NVCC" ]; then
   fi
 fi
 
-say "== fused grouped GEMM: $(date -u +%FT%TZ) on $(hostname)"
+say "== fused grouped GEMM: $(date -u +%FT%TZ) on $(hostname), schedule ${SCHEDULE:-per kind}"
 say "nvcc: $("$NVCC" --version | tail -n 2 | head -n 1)"
 say "cutlass headers: $(cat "$CUTLASS_INC/.nvidia-cutlass-version" 2>/dev/null || echo unknown)"
 if command -v nvidia-smi >/dev/null 2>&1; then
@@ -53,7 +65,7 @@ fi
 
 mkdir -p "$BUILD"
 FLAGS=(-std=c++17 -O3 -DNDEBUG -arch=sm_90a --expt-relaxed-constexpr
-       -I "$CUTLASS_INC" -I lib/Runtime/CUDA)
+       -I "$CUTLASS_INC" -I lib/Runtime/CUDA "${DEFINES[@]}")
 SOURCES=(
   lib/Runtime/CUDA/FusedGroupedGemm.cu
   lib/Runtime/CUDA/FusedGroupedGemmSm90NoneNT.cu
@@ -109,6 +121,7 @@ if ! "$NVCC" -arch=sm_90a -o "$BUILD/check_fused_gemm" "${objs[@]}" 2>&1 | tee -
   exit 1
 fi
 say "== built in $(( $(date +%s) - start )) s"
+if [ -n "${NO_RUN:-}" ]; then exit 0; fi
 
 say "== run"
 # A hung kernel (say, a tile scheduler that never finishes) must not hold

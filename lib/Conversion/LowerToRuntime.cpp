@@ -1077,32 +1077,15 @@ private:
     Lin tokensRows = rowsOf(op.getSlotPos());
     Value dy = define(op.getGradY(), rowsOf(op.getY()));
     Value ds = define(op.getGradScores(), tokensRows);
-    // Every row of dy in a group is some slot's: no memset.
-    launchRows(op, "combine_grad_rows",
-               {mem(op.getGradOutput()), mem(op.getSlotPos()),
-                mem(op.getScores()), dy},
-               tokensRows * topK, d,
-               [&](KB &k, Value slot, Value tid, ValueRange a, Value) {
-                 Value t = k.div(slot, k.c(topK));
-                 Value pos = k.toIndex(k.ld(a[1], slot));
-                 k.when(k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0)), [&] {
-                   Value score = k.ld(a[2], slot);
-                   Value src = k.mul(t, k.c(d)), dst = k.mul(pos, k.c(d));
-                   k.columns(
-                       tid, d,
-                       [&](Value col) {
-                         return SmallVector<Value>{k.ld(a[0], k.add(src, col))};
-                       },
-                       [&](Value col, ValueRange v) {
-                         k.st(k.mul(score, v[0]), a[3], k.add(dst, col));
-                       });
-                 });
-               });
-    launch(op, "combine_grad_scores",
-           {mem(op.getGradOutput()), mem(op.getY()), mem(op.getSlotPos()), ds},
+    // One warp per (token, slot), one pass over the token's output gradient:
+    // the expert-side row dy[pos] = score * dout[t] and the score's gradient
+    // ds = <dout[t], y[pos]>. Lanes stride over d_model, `vec` columns per
+    // access. Every row of dy in a group is some slot's: no memset. A slot
+    // that was dropped (pos < 0) has no row and ds = 0.
+    launch(op, "combine_grad",
+           {mem(op.getGradOutput()), mem(op.getY()), mem(op.getSlotPos()),
+            mem(op.getScores()), dy, ds},
            tokensRows * (topK * 32), [&](KB &k, Value i, ValueRange a, Value) {
-             // One warp per (token, slot): lanes stride over d_model, `vec`
-             // columns per access.
              int64_t vec = 8;
              while (vec > 1 && d % vec != 0)
                vec /= 2;
@@ -1110,17 +1093,20 @@ private:
              Value t = k.div(slot, k.c(topK));
              Value pos = k.toIndex(k.ld(a[2], slot));
              Value valid = k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0));
-             Value safe = k.sel(valid, pos, k.c(0));
+             Value score = k.ld(a[3], slot);
+             Value src = k.mul(t, k.c(d)), dst = k.mul(pos, k.c(d));
              Value zero = k.f(0.0);
              if (vec > 1)
                zero = vector::BroadcastOp::create(
                    k.b, k.loc, VectorType::get({vec}, k.b.getF32Type()), zero);
+             // A dropped slot runs no iteration (the bound is 0).
              Value part = k.loop(
-                 k.mul(lane, k.c(vec)), k.c(d), zero,
+                 k.mul(lane, k.c(vec)), k.sel(valid, k.c(d), k.c(0)), zero,
                  [&](Value j, ValueRange acc) {
                    llvm::SaveAndRestore<int64_t> vectorBody(k.width, vec);
-                   Value g = k.ld(a[0], k.add(k.mul(t, k.c(d)), j));
-                   Value y = k.ld(a[1], k.add(k.mul(safe, k.c(d)), j));
+                   Value g = k.ld(a[0], k.add(src, j));
+                   Value y = k.ld(a[1], k.add(dst, j));
+                   k.st(k.mul(score, g), a[4], k.add(dst, j));
                    return SmallVector<Value>{k.add(acc[0], k.mul(g, y))};
                  },
                  /*step=*/32 * vec)[0];
@@ -1129,7 +1115,7 @@ private:
                    k.b, k.loc, vector::CombiningKind::ADD, part);
              Value dot = k.warpSum(part);
              k.when(k.cmpi(arith::CmpIPredicate::eq, lane, k.c(0)),
-                    [&] { k.st(k.sel(valid, dot, k.f(0.0)), a[3], slot); });
+                    [&] { k.st(k.sel(valid, dot, k.f(0.0)), a[5], slot); });
            });
     return success();
   }

@@ -629,21 +629,19 @@ private:
       biasKernel(v(a, 0), v(a, 1), v(a, 2));
     } else if (k == "combine") {
       combineKernel(v(a, 0), v(a, 1), v(a, 2), v(a, 3), t);
-    } else if (k == "combine_grad_rows") {
-      View dout = v(a, 0), pos = v(a, 1), sc = v(a, 2), dy = v(a, 3);
-      int64_t d = dout.cols(), topK = pos.cols();
-      for (int64_t slot = 0; slot < t * topK; ++slot)
-        if (int32_t p = pos.i(slot); p >= 0)
-          for (int64_t j = 0; j < d; ++j)
-            dy.set(p * d + j, sc.f(slot) * dout.f((slot / topK) * d + j));
-    } else if (k == "combine_grad_scores") {
-      View dout = v(a, 0), y = v(a, 1), pos = v(a, 2), ds = v(a, 3);
+    } else if (k == "combine_grad") {
+      // dy[pos] = score * dout[t]; ds = <dout[t], y[pos]> (0 when dropped).
+      View dout = v(a, 0), y = v(a, 1), pos = v(a, 2), sc = v(a, 3),
+           dy = v(a, 4), ds = v(a, 5);
       int64_t d = dout.cols(), topK = pos.cols();
       for (int64_t slot = 0; slot < t * topK; ++slot) {
         float dot = 0;
         if (int32_t p = pos.i(slot); p >= 0)
-          for (int64_t j = 0; j < d; ++j)
-            dot += dout.f((slot / topK) * d + j) * y.f(p * d + j);
+          for (int64_t j = 0; j < d; ++j) {
+            float g = dout.f((slot / topK) * d + j);
+            dy.set(p * d + j, sc.f(slot) * g);
+            dot += g * y.f(p * d + j);
+          }
         ds.set(slot, dot);
       }
     } else if (k == "act_and_grad") {

@@ -48,8 +48,7 @@
 // CHECK-SAME: %[[H:[a-z0-9]+]]: memref<?xf32> {fmoe.buffer = {clobbered, cols = 32 : i64, name = "saved3", role = "input"
 // CHECK-SAME: name = "grad_input", role = "output"
 // CHECK-NOT: fmoe_rt_memset
-// CHECK: @fmoe_kernels::@layer_backward_combine_grad_rows
-// CHECK: @fmoe_kernels::@layer_backward_combine_grad_scores
+// CHECK: @fmoe_kernels::@layer_backward_combine_grad
 // CHECK: @fmoe_kernels::@layer_backward_gather
 // da = dy W2, then one pass writes a = act(h) over da and dh over h; dW2
 // reads a from da's buffer.

@@ -430,8 +430,6 @@ namespace types {
 
 using namespace cute;
 using Bf16 = cutlass::bfloat16_t;
-using TileShape = Shape<_128, _256, _64>;
-using ClusterShape = Shape<_2, _1, _1>;
 using GroupShape = Shape<int, int, int>; // (M, N, K) of one group
 using ProblemShape = cutlass::gemm::GroupProblemShape<GroupShape>;
 constexpr int kAlign = 8; // elements of 16 bytes, what TMA needs
@@ -440,82 +438,129 @@ constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
 namespace fusion = cutlass::epilogue::fusion;
 using cutlass::epilogue::thread::Identity;
 
+/// The two sm90 kernel schedules. Each also fixes the CTA tile and the
+/// epilogue subtile that EpilogueTileAuto picks for it (CUTLASS's
+/// sm90_compute_tile_shape_or_override; Sm90GroupedAuxSmemStore checks it
+/// at compile time).
+/// * Cooperative: both consumer warp groups share one 128x256 tile; the
+///   epilogue runs after the mainloop of its tile, tensor cores idle.
+/// * Pingpong: each consumer warp group owns a 128x128 tile; one group's
+///   epilogue runs while the other's mainloop keeps the tensor cores busy,
+///   which is what an epilogue with real work (GeLU, a second output, a
+///   loaded h) needs.
+struct Cooperative {
+  using Tile = Shape<_128, _256, _64>;
+  using Cluster = Shape<_2, _1, _1>;
+  using KernelSchedule =
+      cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative;
+  using EpilogueSchedule =
+      cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative;
+  static constexpr int kEpiM = 128, kEpiN = 32;
+};
+struct Pingpong {
+  using Tile = Shape<_128, _128, _64>;
+  using Cluster = Shape<_2, _1, _1>;
+  using KernelSchedule = cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong;
+  using EpilogueSchedule =
+      cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong;
+  static constexpr int kEpiM = 64, kEpiN = 32;
+};
+
 /// bias[l][n]: a row broadcast through per-group pointers.
-using RowBias = fusion::Sm90RowBroadcast<0, TileShape, Bf16 *, float,
+template <class S>
+using RowBias = fusion::Sm90RowBroadcast<0, typename S::Tile, Bf16 *, float,
                                          Stride<_0, _1, _0>, kAlign>;
 
 /// d = acc
+template <class S>
 using NoneTree =
     fusion::Sm90EVT<fusion::Sm90Compute<Identity, Bf16, float, kRound>,
                     fusion::Sm90AccFetch>;
 
 /// d = acc + bias[l]
+template <class S>
 using BiasTree =
     fusion::Sm90EVT<fusion::Sm90Compute<cutlass::plus, Bf16, float, kRound>,
-                    fusion::Sm90AccFetch, RowBias>;
-
-/// The epilogue subtile of the cooperative schedule with EpilogueTileAuto
-/// (CUTLASS's sm90_compute_tile_shape_or_override: min(128, CTA_M) x
-/// min(32, CTA_N)); Sm90GroupedAuxSmemStore checks it at compile time.
-constexpr int kEpiM = 128, kEpiN = 32;
+                    fusion::Sm90AccFetch, RowBias<S>>;
 
 /// The second output's store node; InStoreBuffer: stage it in the
 /// collective's D buffer (no smem of its own).
-template <class Element, template <class> class Transform, bool InStoreBuffer>
+template <class S, class Element, template <class> class Transform,
+          bool InStoreBuffer>
 using GroupedAuxStore =
-    Sm90GroupedAuxSmemStore<Element, Transform, kEpiM, kEpiN, InStoreBuffer>;
+    Sm90GroupedAuxSmemStore<Element, Transform, S::kEpiM, S::kEpiN,
+                            InStoreBuffer>;
 
 /// h = acc + bias[l]; aux = h; d = gelu(h)  (gelu of the fp32 h)
+template <class S>
 using BiasGeluTree = fusion::Sm90EVT<
     fusion::Sm90Compute<GeluErf, Bf16, float, kRound>,
-    fusion::Sm90EVT<GroupedAuxStore<Bf16, Identity, false>,
+    fusion::Sm90EVT<GroupedAuxStore<S, Bf16, Identity, false>,
                     fusion::Sm90EVT<fusion::Sm90Compute<cutlass::plus, float,
                                                         float, kRound>,
-                                    fusion::Sm90AccFetch, RowBias>>>;
+                                    fusion::Sm90AccFetch, RowBias<S>>>>;
 
 /// h = C (per-group TMA load); act = gelu(h) (aux store);
 /// d = acc * gelu'(h)
+template <class S>
 using DGeluTree =
     fusion::Sm90EVT<fusion::Sm90Compute<GeluErfBackward, Bf16, float, kRound>,
                     fusion::Sm90AccFetch,
-                    fusion::Sm90EVT<GroupedAuxStore<Bf16, GeluErf, true>,
+                    fusion::Sm90EVT<GroupedAuxStore<S, Bf16, GeluErf, true>,
                                     fusion::Sm90SrcFetch<Bf16>>>;
 
 /// h = C (per-group TMA load); d = acc * gelu'(h)  (no second output)
+template <class S>
 using DGradGeluTree =
     fusion::Sm90EVT<fusion::Sm90Compute<GeluErfBackward, Bf16, float, kRound>,
                     fusion::Sm90AccFetch, fusion::Sm90SrcFetch<Bf16>>;
 
+/// The schedule of every kind (FMOE_FUSED_SCHEDULE_PINGPONG=0/1 overrides it
+/// for all kinds at build time, for A/B measurements: bench/fused_gemm).
+#if defined(FMOE_FUSED_SCHEDULE_PINGPONG)
+template <class Default>
+using ScheduleFor = std::conditional_t<FMOE_FUSED_SCHEDULE_PINGPONG != 0,
+                                       Pingpong, Cooperative>;
+#else
+template <class Default> using ScheduleFor = Default;
+#endif
+
 template <Kind K> struct KindTraits;
 template <> struct KindTraits<Kind::NoneNT> {
   static constexpr bool kNT = true;
+  using Schedule = ScheduleFor<Cooperative>;
   using ElementC = void;
-  using Tree = NoneTree;
+  using Tree = NoneTree<Schedule>;
 };
 template <> struct KindTraits<Kind::NoneNN> {
   static constexpr bool kNT = false;
+  using Schedule = ScheduleFor<Cooperative>;
   using ElementC = void;
-  using Tree = NoneTree;
+  using Tree = NoneTree<Schedule>;
 };
 template <> struct KindTraits<Kind::BiasNT> {
   static constexpr bool kNT = true;
+  using Schedule = ScheduleFor<Cooperative>;
   using ElementC = void;
-  using Tree = BiasTree;
+  using Tree = BiasTree<Schedule>;
 };
 template <> struct KindTraits<Kind::BiasGeluNT> {
   static constexpr bool kNT = true;
+  using Schedule = ScheduleFor<Cooperative>;
   using ElementC = void;
-  using Tree = BiasGeluTree;
+  using Tree = BiasGeluTree<Schedule>;
 };
 template <> struct KindTraits<Kind::DGeluNN> {
   static constexpr bool kNT = false;
+  using Schedule = ScheduleFor<Cooperative>;
   using ElementC = Bf16; // h, loaded by the collective as the source
-  using Tree = DGeluTree;
+  using Tree = DGeluTree<Schedule>;
 };
 template <> struct KindTraits<Kind::DGradGeluNN> {
   static constexpr bool kNT = false;
+  using Schedule = ScheduleFor<Cooperative>;
   using ElementC = Bf16; // h, loaded by the collective as the source
-  using Tree = DGradGeluTree;
+  using Tree = DGradGeluTree<Schedule>;
 };
 
 template <Kind K> struct GemmFor {
@@ -528,23 +573,23 @@ template <Kind K> struct GemmFor {
   using LayoutC = cutlass::layout::RowMajor;
   using LayoutD = cutlass::layout::RowMajor;
   using ElementC = typename Traits::ElementC;
+  using S = typename Traits::Schedule;
 
   using CollectiveEpilogue =
       typename cutlass::epilogue::collective::CollectiveBuilder<
-          cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape,
-          ClusterShape, cutlass::epilogue::collective::EpilogueTileAuto, float,
-          float, ElementC, LayoutC *, kAlign, Bf16, LayoutD *, kAlign,
-          cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative,
-          typename Traits::Tree>::CollectiveOp;
+          cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, typename S::Tile,
+          typename S::Cluster, cutlass::epilogue::collective::EpilogueTileAuto,
+          float, float, ElementC, LayoutC *, kAlign, Bf16, LayoutD *, kAlign,
+          typename S::EpilogueSchedule, typename Traits::Tree>::CollectiveOp;
 
   using CollectiveMainloop =
       typename cutlass::gemm::collective::CollectiveBuilder<
           cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Bf16, LayoutA *,
-          kAlign, Bf16, LayoutB *, kAlign, float, TileShape, ClusterShape,
+          kAlign, Bf16, LayoutB *, kAlign, float, typename S::Tile,
+          typename S::Cluster,
           cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
               sizeof(typename CollectiveEpilogue::SharedStorage))>,
-          cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative>::
-          CollectiveOp;
+          typename S::KernelSchedule>::CollectiveOp;
 
   using Kernel =
       cutlass::gemm::kernel::GemmUniversal<ProblemShape, CollectiveMainloop,
