@@ -460,7 +460,8 @@ struct Cooperative {
 struct Pingpong {
   using Tile = Shape<_128, _128, _64>;
   using Cluster = Shape<_2, _1, _1>;
-  using KernelSchedule = cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong;
+  using KernelSchedule =
+      cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong;
   using EpilogueSchedule =
       cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong;
   static constexpr int kEpiM = 64, kEpiN = 32;
@@ -487,9 +488,8 @@ using BiasTree =
 /// collective's D buffer (no smem of its own).
 template <class S, class Element, template <class> class Transform,
           bool InStoreBuffer>
-using GroupedAuxStore =
-    Sm90GroupedAuxSmemStore<Element, Transform, S::kEpiM, S::kEpiN,
-                            InStoreBuffer>;
+using GroupedAuxStore = Sm90GroupedAuxSmemStore<Element, Transform, S::kEpiM,
+                                                S::kEpiN, InStoreBuffer>;
 
 /// h = acc + bias[l]; aux = h; d = gelu(h)  (gelu of the fp32 h)
 template <class S>
