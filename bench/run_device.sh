@@ -3,15 +3,17 @@
 # torch extension with the compiler off, run the GPU tests and the benchmark.
 # The compiled modules come from .fmoe-cache (carried; fill it here first with
 #   FMOE_CACHE_DIR=.fmoe-cache python3 bench/prepare_cache.py).
-# Usage (device tool): bash bench/run_device.sh [ep|bench] [bench args...]
+# Usage (device tool): bash bench/run_device.sh [ep|bench|host] [bench args...]
 #   (results go to $OUT/single.tgz, $OUT/ep.tgz or $OUT/bench.tgz). With `ep` (a machine of
 #   several GPUs): the NCCL tests and bench/bench_ep.py on 1, 2, ... all GPUs instead; with
-#   `bench`: only bench/bench_moe.py (no tests, no demo).
+#   `bench`: only bench/bench_moe.py (no tests, no demo); with `host`: bench/host_overhead.py
+#   on every shape, with the runtime's per-command host timing (FMOE_HOST_TIMING=1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=single
 [ "${1:-}" = ep ] && mode=ep
 [ "${1:-}" = bench ] && mode=bench
+[ "${1:-}" = host ] && mode=host
 # Logs are written to a scratch folder and packed into one archive,
 # $OUT/<mode>.tgz (the device tool brings back only a few files).
 dest="${OUT:-bench/out}"
@@ -37,6 +39,12 @@ if [ "${1:-}" = ep ]; then
     echo "== bench_ep on $n GPUs"
     torchrun --standalone --nproc-per-node "$n" bench/bench_ep.py --json "$out/ep-${n}gpu.json" "$@" \
       2>&1 | grep -v "^W\|OMP_NUM_THREADS\|^\*\*\*" | tee "$out/ep-${n}gpu.log"
+  done
+  exit 0
+fi
+if [ "$mode" = host ]; then
+  for shape in classic mixtral_gelu fine_grained; do
+    FMOE_HOST_TIMING=1 python3 bench/host_overhead.py --shape "$shape" 2>&1 | tee "$out/host-$shape.log"
   done
   exit 0
 fi

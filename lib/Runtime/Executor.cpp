@@ -6,9 +6,60 @@
 
 #include "fmoe/Runtime/Runtime.h"
 
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+
 namespace fmoe::runtime {
 
 namespace {
+
+/// FMOE_HOST_TIMING=1: the host time of every command (the backend's run,
+/// allocations included) and of the binding before them, summed per
+/// (program, target) over the process and printed to stderr at exit. For
+/// finding where the host spends a step (bench/host_overhead.py); off, it
+/// costs one branch per command.
+class HostTiming {
+public:
+  static HostTiming *get() {
+    static HostTiming *timing =
+        std::getenv("FMOE_HOST_TIMING") ? new HostTiming : nullptr;
+    return timing;
+  }
+  void add(const std::string &program, const std::string &what, double us) {
+    std::lock_guard<std::mutex> lock(mutex);
+    Entry &e = entries[{program, what}];
+    e.us += us;
+    ++e.calls;
+  }
+  static double since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double, std::micro>(
+               std::chrono::steady_clock::now() - t0)
+        .count();
+  }
+
+private:
+  struct Entry {
+    double us = 0;
+    int64_t calls = 0;
+  };
+  HostTiming() {
+    std::atexit([] { get()->print(); });
+  }
+  void print() {
+    std::lock_guard<std::mutex> lock(mutex);
+    std::fprintf(stderr, "fmoe host timing (FMOE_HOST_TIMING): program, "
+                         "target, calls, total us, us per call\n");
+    for (const auto &[key, e] : entries)
+      std::fprintf(stderr, "  %-9s %-44s %8lld %12.1f %9.2f\n",
+                   key.first.c_str(), key.second.c_str(),
+                   static_cast<long long>(e.calls), e.us, e.us / e.calls);
+  }
+  std::mutex mutex;
+  std::map<std::pair<std::string, std::string>, Entry> entries;
+};
 
 /// Frees the executor's temporaries whatever happens.
 struct Temporaries {
@@ -33,6 +84,8 @@ void execute(const CompiledModule &module, const format::Program &program,
              const std::vector<BufferRef> &outputs, int64_t tokens,
              Communicator *communicator,
              const OutputAllocator &allocateOutput) {
+  HostTiming *timing = HostTiming::get();
+  auto started = std::chrono::steady_clock::now();
   if (tokens < 0)
     throw Error("token count must be >= 0, got " + std::to_string(tokens));
   std::string where =
@@ -154,6 +207,8 @@ void execute(const CompiledModule &module, const format::Program &program,
     return !allocated[i] && (buffers[i].role == "temp" || lazyOutput[i] >= 0);
   };
 
+  if (timing)
+    timing->add(program.name, "(binding)", HostTiming::since(started));
   Execution execution;
   execution.communicator = communicator;
   int64_t lastExchangeOut = -1; // buffer of the last exchange's offsets
@@ -168,6 +223,7 @@ void execute(const CompiledModule &module, const format::Program &program,
         pending(size_t(cmd.args[2].buffer)) &&
         bound[cmd.args[2].buffer].numel < 0)
       deferred = cmd.args[2].buffer;
+    auto commandStarted = std::chrono::steady_clock::now();
     args.clear();
     for (const format::Operand &o : cmd.args) {
       if (o.buffer == format::Operand::kTokens) {
@@ -219,6 +275,8 @@ void execute(const CompiledModule &module, const format::Program &program,
         bound[r].data = nullptr; // a (wrong) later use fails, never dangles
       }
     }
+    if (timing)
+      timing->add(program.name, cmd.target, HostTiming::since(commandStarted));
   }
   for (size_t i = 0; i < bound.size(); ++i)
     if (lazyOutput[i] >= 0)
