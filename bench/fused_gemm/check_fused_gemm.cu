@@ -574,6 +574,17 @@ Passed checkConfig(const Config &c, Buffers &b) {
     }
     p.dAct = okSeparate && okInPlace;
 
+    // DGrad in place: d = acc * gelu'(h) written over h (aux), as the
+    // compiled backward does when h is not needed again.
+    auto inPlace = baseArgs(c, b, FusedEpilogue::DGrad, false);
+    inPlace.d = b.aux;
+    inPlace.ldd = b.ldaux;
+    loadH();
+    bool okDGradInPlace = false;
+    if (runFused("DGrad gelu nn in place", inPlace, stream))
+      okDGradInPlace = compare("DGrad in place: d over h", c, b, Expect::DGelu,
+                               b.accNN, b.hIn, b.ldaux, b.aux, b.ldaux);
+
     // DGrad: d = acc * gelu'(h) only; aux holds h and must stay intact.
     // (Last on purpose: aux keeps h for the timing that follows.)
     auto dgrad = baseArgs(c, b, FusedEpilogue::DGrad, false);
@@ -584,7 +595,7 @@ Passed checkConfig(const Config &c, Buffers &b) {
                          b.accNN, b.hIn, b.ldaux, b.d, b.ldd);
       bool okAux = compare("DGrad nn: aux = h intact", c, b, Expect::H, b.accNN,
                            b.hIn, b.ldaux, b.aux, b.ldaux);
-      p.dGrad = okD && okAux;
+      p.dGrad = okD && okAux && okDGradInPlace;
     }
   }
   return p;

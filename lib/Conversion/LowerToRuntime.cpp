@@ -800,17 +800,17 @@ private:
   /// GEMM measured as slow as GEMM + row kernel (docs/fused-gemm.md).
   static bool fusableEpilogues(Value fc1, Value fc1Bias, Value fc2Bias,
                                Activation act) {
-    int64_t hidden = dim(fc1, 1), d = dim(fc1, 2);
-    return elementOf(fc1).isBF16() && !isGLU(act) && fc1Bias && fc2Bias &&
-           hidden % 8 == 0 && d % 8 == 0;
+    return expertEpiloguesFusable(elementOf(fc1), act, bool(fc1Bias),
+                                  bool(fc2Bias), dim(fc1, 1), dim(fc1, 2));
   }
 
   /// The expert MLP on grouped rows: fc1 (optionally through a gather), bias
-  /// and activation, fc2, bias. Defines h and y.
+  /// and activation, fc2, bias. Defines h and y, and the activations when
+  /// the op keeps them (actRes), else they are a temporary.
   void expertForward(Operation *op, Value rowsSrc, Value tokenOf, Lin rows,
                      Value offsets, Value fc1, Value fc1Bias, Value up,
                      Value fc2, Value fc2Bias, Activation act, Value hRes,
-                     Value yRes) {
+                     Value yRes, Value actRes) {
     int64_t local = dim(fc1, 0), hidden = dim(fc1, 1), d = dim(fc1, 2);
     int64_t groups = dim(offsets, 0) - 1;
     bool glu = isGLU(act);
@@ -847,7 +847,8 @@ private:
     if (glu)
       fc1Gemm(up, hidden);
     // Activation epilogue: h keeps the biased pre-activation, a = act(h).
-    Value a = temp(op->getLoc(), elementOf(hRes), rows, hidden);
+    Value a = actRes ? define(actRes, rows)
+                     : temp(op->getLoc(), elementOf(hRes), rows, hidden);
     activationRows(op, h, offsets, a, biasInGemm ? Value() : fc1Bias, rows,
                    hidden, local, act);
     if (biasInGemm) {
@@ -969,7 +970,7 @@ private:
     expertForward(op, op.getRows(), Value(), rowsOf(op.getRows()),
                   op.getOffsets(), op.getFc1Weight(), op.getFc1Bias(),
                   op.getUpWeight(), op.getFc2Weight(), op.getFc2Bias(),
-                  op.getActivation(), op.getH(), op.getY());
+                  op.getActivation(), op.getH(), op.getY(), op.getAct());
     return success();
   }
 
@@ -978,7 +979,7 @@ private:
     expertForward(op, op.getInput(), op.getTokenOf(), rows, op.getOffsets(),
                   op.getFc1Weight(), op.getFc1Bias(), op.getUpWeight(),
                   op.getFc2Weight(), op.getFc2Bias(), op.getActivation(),
-                  op.getH(), op.getY());
+                  op.getH(), op.getY(), op.getAct());
     Lin tokensRows = rowsOf(op.getSlotPos());
     Value out = define(op.getOutput(), tokensRows);
     combine(op, mem(op.getY()), mem(op.getSlotPos()), mem(op.getScores()), out,
@@ -1246,19 +1247,17 @@ private:
           b.getNamedAttr("ldb", b.getI64IntegerAttr(ldb)),
           b.getNamedAttr("local_experts", b.getI64IntegerAttr(local))};
     };
-    // da = dy W2 first; then one pass over h and da recomputes the
-    // activation a = act(h) (cheaper than keeping it; GLU: act(h_g) * h_u)
-    // for dW2, written over da, and computes dh = da * act'(h) (GLU: gate
-    // and up halves). Each element of a and dh depends on the same elements
-    // of h and da only, which a thread loads before it stores. h has dh's
+    // Unless the forward kept the activations (below): da = dy W2 first;
+    // then one pass over h and da recomputes the activation a = act(h)
+    // (GLU: act(h_g) * h_u) for dW2, written over da, and computes dh = da *
+    // act'(h) (GLU: gate and up halves). Each element of a and dh depends on
+    // the same elements of h and da only, which a thread loads before it
+    // stores. h has dh's
     // shape: when this is h's last use (a saved input of the backward), dh
     // overwrites h, so the memory the forward saved is reused rather than
     // held next to a copy (the module marks h clobbered), unless
     // --keep-saved asks for saved inputs to stay intact.
     // Rows past offsets[G] are never read: no memsets below.
-    Value da = temp(op.getLoc(), elt, rows, hidden);
-    call(op, "grouped_gemm", {dyv, mem(op.getFc2Weight()), da, offsets},
-         gemm("nn", hidden, d, d, 0, hidden, false));
     Value dh;
     auto savedH = dyn_cast<BlockArgument>(op.getH());
     if (savedH && savedH.getOwner() == &func.front() && savedH.hasOneUse() &&
@@ -1268,9 +1267,28 @@ private:
     } else {
       dh = temp(op.getLoc(), elt, rows, hw);
     }
-    actAndGrad(op, h, da, offsets, dh, rows, hidden, groups, act);
+    Value a;
+    if (op.getAct() && fusedEpilogues && act == Activation::gelu &&
+        expertEpiloguesFusable(elt, act, true, true, hidden, d)) {
+      // The forward kept a = act(h): dh = (dy W2) * gelu'(h) comes out of
+      // the da GEMM's epilogue (h read there, dh written over it when h is
+      // not needed again), and dW2 reads the kept a. No pass over h.
+      SmallVector<NamedAttribute> attrs =
+          gemm("nn", hidden, d, d, 0, hidden, false);
+      attrs.push_back(b.getNamedAttr(
+          "activation", b.getStringAttr(stringifyActivation(act))));
+      call(op, "grouped_gemm_dact",
+           {dyv, mem(op.getFc2Weight()), h, dh, offsets}, attrs);
+      a = mem(op.getAct());
+    } else {
+      Value da = temp(op.getLoc(), elt, rows, hidden);
+      call(op, "grouped_gemm", {dyv, mem(op.getFc2Weight()), da, offsets},
+           gemm("nn", hidden, d, d, 0, hidden, false));
+      actAndGrad(op, h, da, offsets, dh, rows, hidden, groups, act);
+      // (act_and_grad leaves a = act(h) in da; a kept one is the same.)
+      a = da;
+    }
     // fc2: dW2[l] = dyᵀ a, db2 = column sums of dy.
-    Value a = da;
     Value dw2 = define(op.getGradFc2Weight(), {0, local});
     call(op, "grouped_wgrad", {dyv, a, dw2, offsets},
          wgrad(d, hidden, d, 0, hidden));

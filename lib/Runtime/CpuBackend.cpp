@@ -492,7 +492,8 @@ std::vector<float> matrix(View v, int64_t first, int64_t count, int64_t cols) {
 
 /// c[r, c_col + j] (+)= Σ a[r, a_col + p] w[l] for each group's rows.
 void groupedGemm(const format::Command &c, View a, const View *gatherIdx,
-                 View w, View out, View offsets, const View *bias = nullptr) {
+                 View w, View out, View offsets, const View *bias = nullptr,
+                 const View *dactH = nullptr, const std::string &act = "") {
   int64_t n = intAttr(c, "n"), k = intAttr(c, "k");
   int64_t lda = intAttr(c, "lda"), ldc = intAttr(c, "ldc");
   int64_t aCol = intAttrOr(c, "a_col", 0), cCol = intAttrOr(c, "c_col", 0);
@@ -516,10 +517,16 @@ void groupedGemm(const format::Command &c, View a, const View *gatherIdx,
     std::vector<float> cf = toFloat(out, outRows, ldc, cCol, n);
     gemmSlot()(int64_t(rows.size()), n, k, af.data(), k, wf.data(), nt ? k : n,
                nt, cf.data(), n, accumulate);
-    if (bias) // fmoe_rt_grouped_gemm_bias: in the epilogue, from fp32
-      for (size_t r = 0; r < outRows.size(); ++r)
-        for (int64_t j = 0; j < n; ++j)
-          cf[r * n + j] += bias->f((g / perExpert) * n + j);
+    // The epilogues, from the fp32 sums: fmoe_rt_grouped_gemm_bias adds
+    // the expert's bias, fmoe_rt_grouped_gemm_dact multiplies by act'(h).
+    for (size_t r = 0; (bias || dactH) && r < outRows.size(); ++r)
+      for (int64_t j = 0; j < n; ++j) {
+        float &v = cf[r * n + j];
+        if (bias)
+          v += bias->f((g / perExpert) * n + j);
+        if (dactH)
+          v *= activateGrad(act, dactH->f(outRows[r] * ldc + cCol + j));
+      }
     for (size_t r = 0; r < outRows.size(); ++r)
       for (int64_t j = 0; j < n; ++j)
         out.set(outRows[r] * ldc + cCol + j, cf[r * n + j]);
@@ -740,6 +747,13 @@ private:
     } else if (fn == "fmoe_rt_grouped_gemm_bias") {
       View bias = v(a, 2);
       groupedGemm(c, v(a, 0), nullptr, v(a, 1), v(a, 3), v(a, 4), &bias);
+    } else if (fn == "fmoe_rt_grouped_gemm_dact") {
+      const std::string *act = findAttr(c, "activation");
+      if (!act)
+        throw Error(c.target + " lacks attribute 'activation'");
+      View h = v(a, 2);
+      groupedGemm(c, v(a, 0), nullptr, v(a, 1), v(a, 3), v(a, 4), nullptr, &h,
+                  *act);
     } else if (fn == "fmoe_rt_grouped_gemm_gather") {
       View idx = v(a, 1);
       groupedGemm(c, v(a, 0), &idx, v(a, 2), v(a, 3), v(a, 4));

@@ -53,12 +53,12 @@ void decompose(MoeOp op) {
   Value gathered =
       GatherOp::create(b, loc, RankedTensorType::get({rows, d}, elt),
                        op.getInput(), dispatch.getTokenOf());
-  auto expert =
-      ExpertOp::create(b, loc, RankedTensorType::get({rows, d}, elt),
-                       RankedTensorType::get({rows, hWidth}, elt), gathered,
-                       dispatch.getOffsets(), op.getFc1Weight(),
-                       op.getFc1Bias(), op.getUpWeight(), op.getFc2Weight(),
-                       op.getFc2Bias(), op.getActivationAttr());
+  auto expert = ExpertOp::create(
+      b, loc, RankedTensorType::get({rows, d}, elt),
+      RankedTensorType::get({rows, hWidth}, elt),
+      /*act=*/Type(), gathered, dispatch.getOffsets(), op.getFc1Weight(),
+      op.getFc1Bias(), op.getUpWeight(), op.getFc2Weight(), op.getFc2Bias(),
+      op.getActivationAttr());
   Value out = CombineOp::create(b, loc, xType, expert.getY(),
                                 dispatch.getSlotPos(), route.getScores());
   op.replaceAllUsesWith(out);

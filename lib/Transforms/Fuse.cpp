@@ -54,7 +54,8 @@ void fuseExpert(CombineOp combine) {
   OpBuilder b(combine);
   auto fused = FusedExpertOp::create(
       b, combine.getLoc(), combine.getOutput().getType(),
-      expert.getH().getType(), expert.getY().getType(), gather.getInput(),
+      expert.getH().getType(), expert.getY().getType(),
+      expert.getAct() ? expert.getAct().getType() : Type(), gather.getInput(),
       gather.getTokenOf(), expert.getOffsets(), combine.getSlotPos(),
       combine.getScores(), expert.getFc1Weight(), expert.getFc1Bias(),
       expert.getUpWeight(), expert.getFc2Weight(), expert.getFc2Bias(),
@@ -63,6 +64,8 @@ void fuseExpert(CombineOp combine) {
   combine.erase();
   expert.getY().replaceAllUsesWith(fused.getY());
   expert.getH().replaceAllUsesWith(fused.getH());
+  if (expert.getAct())
+    expert.getAct().replaceAllUsesWith(fused.getAct());
   expert.erase();
   if (gather->use_empty())
     gather.erase();

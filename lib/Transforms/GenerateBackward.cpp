@@ -23,8 +23,9 @@ namespace {
 
 class BackwardBuilder {
 public:
-  BackwardBuilder(func::FuncOp fwd, func::FuncOp bwd)
-      : fwd(fwd), bwd(bwd), b(bwd.getContext()) {}
+  BackwardBuilder(func::FuncOp fwd, func::FuncOp bwd, bool keepActivations)
+      : fwd(fwd), bwd(bwd), b(bwd.getContext()),
+        keepActivations(keepActivations) {}
 
   LogicalResult run() {
     auto ret = cast<func::ReturnOp>(fwd.front().getTerminator());
@@ -143,13 +144,16 @@ private:
       Value g = adj.lookup(e.getY());
       if (!g)
         return success();
+      if (keepActivations && !e.getAct() && keepsActivationsOf(e))
+        e = withActivations(e);
       auto type = [](Value v) { return v ? v.getType() : Type(); };
       Value up = e.getUpWeight() ? in(e.getUpWeight()) : Value();
+      Value act = e.getAct() ? in(e.getAct()) : Value();
       auto grad = ExpertGradOp::create(
           b, loc, e.getRows().getType(), e.getFc1Weight().getType(),
           type(e.getFc1Bias()), type(e.getUpWeight()),
           e.getFc2Weight().getType(), type(e.getFc2Bias()), g, in(e.getRows()),
-          in(e.getOffsets()), in(e.getH()), in(e.getFc1Weight()), up,
+          in(e.getOffsets()), in(e.getH()), act, in(e.getFc1Weight()), up,
           in(e.getFc2Weight()), e.getActivationAttr());
       return success(
           succeeded(addAdj(op, e.getRows(), grad.getGradRows())) &&
@@ -208,6 +212,42 @@ private:
            << op->getName() << "' in a layer function";
   }
 
+  static bool keepsActivationsOf(ExpertOp e) {
+    auto w1 = cast<ShapedType>(e.getFc1Weight().getType());
+    return keepsActivations(w1.getElementType(), e.getActivation(),
+                            bool(e.getFc1Bias()), bool(e.getFc2Bias()),
+                            w1.getDimSize(1), w1.getDimSize(2));
+  }
+
+  /// `e` again with its activations as a third result (the forward saves
+  /// them when the backward reads them); `e` is replaced and erased, and
+  /// what the backward already holds of its results (y, saved for the
+  /// combine's gradient) follows the new op.
+  ExpertOp withActivations(ExpertOp e) {
+    OpBuilder fb(e);
+    auto h = cast<RankedTensorType>(e.getH().getType());
+    auto kept = ExpertOp::create(
+        fb, e.getLoc(), e.getY().getType(), h, h, e.getRows(), e.getOffsets(),
+        e.getFc1Weight(), e.getFc1Bias(), e.getUpWeight(), e.getFc2Weight(),
+        e.getFc2Bias(), e.getActivationAttr());
+    for (auto [from, to] : {std::pair<Value, Value>{e.getY(), kept.getY()},
+                            {e.getH(), kept.getH()}}) {
+      if (Value c = captured.lookupOrNull(from)) {
+        captured.erase(from);
+        captured.map(to, c);
+      }
+      llvm::replace(saved, from, to);
+      if (auto it = adj.find(from); it != adj.end()) {
+        Value g = it->second;
+        adj.erase(it);
+        adj[to] = g;
+      }
+      from.replaceAllUsesWith(to);
+    }
+    e.erase();
+    return kept;
+  }
+
   /// Whether the backward gathers an expert's rows again rather than the
   /// forward saving them. Gathering moves 2 x rows x d_model elements;
   /// the expert's GEMMs do 12 x rows x d_model x d_hidden FLOPs over a step,
@@ -225,6 +265,7 @@ private:
   IRMapping captured;
   DenseMap<Value, Value> adj;
   SmallVector<Value> saved;
+  bool keepActivations;
   bool recomputeGather = true;
 };
 
@@ -258,7 +299,7 @@ struct FMoEGenerateBackwardPass
                                b.getFunctionType({}, {}));
       symbols.insert(bwd);
       bwd->setAttr("fmoe.forward", FlatSymbolRefAttr::get(f));
-      if (failed(BackwardBuilder(f, bwd).run()))
+      if (failed(BackwardBuilder(f, bwd, keepActivations).run()))
         return signalPassFailure();
     }
   }

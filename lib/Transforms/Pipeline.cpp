@@ -19,7 +19,9 @@ void mlir::fmoe::buildLowerMoePipeline(OpPassManager &pm,
   pm.addPass(createFMoEPlaceExperts(FMoEPlaceExpertsOptions{
       options.worldSize, options.strategy, options.loadProfile, options.shadow,
       options.shadowHot}));
-  pm.addPass(createFMoEGenerateBackward());
+  // The kept activations serve the backward's fused dGeLU epilogue.
+  pm.addPass(createFMoEGenerateBackward(
+      FMoEGenerateBackwardOptions{options.fusedEpilogues}));
   pm.addPass(createFMoEFuse(FMoEFuseOptions{options.gatherCombine}));
   pm.addPass(createFMoELowerToRuntime(FMoELowerToRuntimeOptions{
       options.chip, options.keepSaved, options.fusedEpilogues}));

@@ -11,6 +11,8 @@
 // GELU: call @fmoe_rt_grouped_gemm_bias_bf16(
 // GELU-SAME: n = 1024
 // GELU-LABEL: func.func @moe_gelu_backward(
+// GELU: call @fmoe_rt_grouped_gemm_dact_bf16(
+// GELU-SAME: activation = "gelu"
 // GELU: call @fmoe_rt_grouped_wgrad_bf16(
 // GELU-NOT: gpu.module
 // GELU: gpu.binary @fmoe_kernels {{ *}}[#gpu.object<#nvvm.target<O = 3, chip = "sm_90", features = "+ptx80">
@@ -23,7 +25,6 @@
 // GELU-SAME: .entry moe_gelu_combine(
 // GELU-SAME: .entry moe_gelu_backward_combine_grad(
 // GELU-SAME: .entry moe_gelu_backward_gather(
-// GELU-SAME: .entry moe_gelu_backward_act_and_grad(
 // GELU-SAME: .entry moe_gelu_backward_fc2_bias_grad(
 // GELU-SAME: .entry moe_gelu_backward_fc1_bias_grad(
 // GELU-SAME: .entry moe_gelu_backward_gather_grad(

@@ -3,6 +3,8 @@
 // RUN: not fmoe-opt %inputs/layer.mlir --fmoe-decompose --fmoe-fuse --fmoe-generate-backward 2>&1 | FileCheck %s --check-prefix=FUSED
 // RUN: fmoe-opt %inputs/layer_fine.mlir --fmoe-decompose --fmoe-generate-backward --fmoe-fuse | FileCheck %s --check-prefix=FINE
 // RUN: fmoe-opt %inputs/layer_ep2.mlir --fmoe-decompose --fmoe-place-experts=shadow=1 --fmoe-generate-backward | FileCheck %s --check-prefix=SHADOW
+// RUN: fmoe-opt %S/fmoe-lower-to-runtime-epilogues.mlir --fmoe-decompose --fmoe-generate-backward | FileCheck %s --check-prefix=KEEP
+// RUN: fmoe-opt %S/fmoe-lower-to-runtime-epilogues.mlir --fmoe-decompose --fmoe-generate-backward=keep-activations=false | FileCheck %s --check-prefix=NOKEEP
 
 // The forward returns the values its backward reads, after its output.
 // CHECK-LABEL: func.func @layer(
@@ -59,3 +61,26 @@
 // FINE-LABEL: func.func @fine_backward(
 // FINE-NOT: fmoe.gather %
 // FINE: fmoe.expert_grad
+
+// Kept activations (keep-activations, the default): a bf16 GeLU expert with
+// both biases returns act(h) as a third result, the forward saves it and
+// the backward's expert_grad reads it; ReLU and f32 experts do not.
+// KEEP-LABEL: func.func @gelu_bf16(
+// KEEP: %[[Y:[a-z0-9_]+]], %[[H:[a-z0-9_]+]], %[[A:[a-z0-9_]+]] = fmoe.expert
+// KEEP: return %{{.*}}, %[[A]], %[[H]],
+// KEEP-LABEL: func.func @gelu_bf16_backward(
+// KEEP: fmoe.expert_grad %{{[a-z0-9_]+}}, %{{[a-z0-9_]+}}, %{{[a-z0-9_]+}}, %{{[a-z0-9_]+}} act %{{[a-z0-9_]+}} fc1
+// KEEP-LABEL: func.func @relu_bf16(
+// KEEP: %{{[a-z0-9_]+}}, %{{[a-z0-9_]+}} = fmoe.expert
+// KEEP-LABEL: func.func @relu_bf16_backward(
+// KEEP-NOT: act %
+// KEEP-LABEL: func.func @gelu_f32(
+// KEEP: %{{[a-z0-9_]+}}, %{{[a-z0-9_]+}} = fmoe.expert
+// KEEP-LABEL: func.func @gelu_f32_backward(
+// KEEP-NOT: act %
+
+// NOKEEP-LABEL: func.func @gelu_bf16(
+// NOKEEP: %{{[a-z0-9_]+}}, %{{[a-z0-9_]+}} = fmoe.expert
+// NOKEEP-LABEL: func.func @gelu_bf16_backward(
+// NOKEEP-NOT: act %
+// NOKEEP: fmoe.expert_grad

@@ -1,5 +1,8 @@
 // RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s
-// RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime=fused-epilogues=false | FileCheck %s --check-prefix=UNFUSED
+// RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward=keep-activations=false --fmoe-fuse --fmoe-lower-to-runtime=fused-epilogues=false | FileCheck %s --check-prefix=UNFUSED
+// Kept activations lowered without the fused epilogues: the backward
+// computes dh (and a again, over da) with act_and_grad.
+// RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime=fused-epilogues=false | FileCheck %s --check-prefix=KEPT
 
 // bf16 experts with both biases: each bias goes into its GEMM's epilogue
 // (fmoe_rt_grouped_gemm_bias), the activation is a row kernel reading h
@@ -39,22 +42,29 @@ func.func @gelu_f32(%x: tensor<?x16xf32>, %wg: tensor<4x16xf32>,
 }
 
 // Arguments: %arg1 input, %arg3/%arg4 fc1 weight/bias, %arg5/%arg6 fc2
-// weight/bias, %arg11 the saved h.
+// weight/bias, %arg11 the kept activations act(h), %arg12 the saved h.
 // CHECK-LABEL: func.func @gelu_bf16(
 // CHECK-SAME: %arg11: memref<?xbf16> {fmoe.buffer = {cols = 32 : i64, name = "saved3"
+// CHECK-SAME: %arg12: memref<?xbf16> {fmoe.buffer = {cols = 32 : i64, name = "saved4"
 // CHECK: gpu.launch_func @fmoe_kernels::@gelu_bf16_gather {{.*}} args(%arg1 : memref<?xbf16>, %{{.*}} : memref<?xi32>, %[[ROWS:[a-z0-9_]+]] : memref<?xbf16>
-// CHECK-NEXT: call @fmoe_rt_grouped_gemm_bias_bf16(%[[ROWS]], %arg3, %arg4, %arg11, %[[OFF:[a-z0-9_]+]])
+// CHECK-NEXT: call @fmoe_rt_grouped_gemm_bias_bf16(%[[ROWS]], %arg3, %arg4, %arg12, %[[OFF:[a-z0-9_]+]])
 // CHECK-SAME: k = 16 : i64, layout = "nt", lda = 16 : i64, ldc = 32 : i64, local_experts = 4 : i64, n = 32 : i64
-// CHECK: gpu.launch_func @fmoe_kernels::@gelu_bf16_bias_act {{.*}} args(%arg11 : memref<?xbf16>, %[[OFF]] : memref<?xi32>, %[[A:[a-z0-9_]+]] : memref<?xbf16>, %arg0 : index)
-// CHECK-NEXT: call @fmoe_rt_grouped_gemm_bias_bf16(%[[A]], %arg5, %arg6, %[[YE:[a-z0-9_]+]], %[[OFF]])
+// CHECK: gpu.launch_func @fmoe_kernels::@gelu_bf16_bias_act {{.*}} args(%arg12 : memref<?xbf16>, %[[OFF]] : memref<?xi32>, %arg11 : memref<?xbf16>, %arg0 : index)
+// CHECK-NEXT: call @fmoe_rt_grouped_gemm_bias_bf16(%arg11, %arg5, %arg6, %[[YE:[a-z0-9_]+]], %[[OFF]])
 // CHECK-SAME: k = 32 : i64, layout = "nt", lda = 32 : i64, ldc = 16 : i64, local_experts = 4 : i64, n = 16 : i64
 // CHECK: gpu.launch_func @fmoe_kernels::@gelu_bf16_combine {{.*}} args(%[[YE]] : memref<?xbf16>
-// The backward keeps the plain GEMMs: the dGeLU epilogue (CUTLASS, h
-// loaded by the epilogue) measured no faster than GEMM + act_and_grad
-// (bench/NOTES.md, run 22).
+// The backward: dh = (dy W2) * gelu'(h) from the da GEMM's epilogue,
+// written over h (clobbered), and dW2 from the kept activations; no
+// act_and_grad pass.
 // CHECK-LABEL: func.func @gelu_bf16_backward(
-// CHECK-NOT: grouped_gemm_bias
-// CHECK: @fmoe_kernels::@gelu_bf16_backward_act_and_grad
+// CHECK-SAME: %[[ACT:arg[0-9]+]]: memref<?xbf16> {fmoe.buffer = {cols = 32 : i64, name = "saved3"
+// CHECK-SAME: %[[H:arg[0-9]+]]: memref<?xbf16> {fmoe.buffer = {clobbered, cols = 32 : i64, name = "saved4"
+// CHECK-NOT: act_and_grad
+// CHECK: call @fmoe_rt_grouped_gemm_dact_bf16(%[[DY:[a-z0-9_]+]], %arg6, %[[H]], %[[H]], %{{[a-z0-9_]+}}) {a_col = 0 : i64, accumulate = false, activation = "gelu"
+// CHECK-SAME: layout = "nn"
+// CHECK-NEXT: call @fmoe_rt_grouped_wgrad_bf16(%[[DY]], %[[ACT]],
+// CHECK-NOT: act_and_grad
+// CHECK: call @fmoe_rt_grouped_wgrad_bf16(%[[H]],
 // CHECK-LABEL: func.func @relu_bf16(
 // CHECK: call @fmoe_rt_grouped_gemm_bias_bf16(
 // CHECK: gpu.launch_func @fmoe_kernels::@relu_bf16_bias_act {{.*}} args(%{{[a-z0-9_]+}} : memref<?xbf16>, %{{[a-z0-9_]+}} : memref<?xi32>, %{{[a-z0-9_]+}} : memref<?xbf16>, %arg0 : index)
@@ -62,8 +72,17 @@ func.func @gelu_f32(%x: tensor<?x16xf32>, %wg: tensor<4x16xf32>,
 // CHECK-LABEL: func.func @gelu_f32(
 // CHECK-NOT: grouped_gemm_bias
 // CHECK: gpu.launch_func @fmoe_kernels::@gelu_f32_bias_act
+// CHECK-LABEL: func.func @gelu_f32_backward(
+// CHECK-NOT: grouped_gemm_dact
+// CHECK: @fmoe_kernels::@gelu_f32_backward_act_and_grad
 // CHECK: func.func private @fmoe_rt_grouped_gemm_bias_bf16(memref<?xbf16>, memref<?xbf16>, memref<?xbf16>, memref<?xbf16>, memref<?xi32>)
 
 // UNFUSED-NOT: grouped_gemm_bias
 // UNFUSED: gpu.launch_func @fmoe_kernels::@gelu_bf16_bias_act {{.*}} args(%{{[a-z0-9_]+}} : memref<?xbf16>, %{{[a-z0-9_]+}} : memref<?xi32>, %{{[a-z0-9_]+}} : memref<?xbf16>, %arg4 : memref<?xbf16>, %arg0 : index)
 // UNFUSED: gpu.launch_func @fmoe_kernels::@gelu_bf16_bias blocks
+
+// KEPT-LABEL: func.func @gelu_bf16_backward(
+// KEPT-NOT: grouped_gemm_dact
+// KEPT: call @fmoe_rt_grouped_gemm_bf16(%[[DY:[a-z0-9_]+]], %arg6, %[[DA:[a-z0-9_]+]],
+// KEPT: @fmoe_kernels::@gelu_bf16_backward_act_and_grad
+// KEPT: call @fmoe_rt_grouped_wgrad_bf16(%[[DY]], %[[DA]],

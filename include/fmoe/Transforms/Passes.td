@@ -139,7 +139,11 @@ def FMoEGenerateBackward : Pass<"fmoe-generate-backward", "ModuleOp"> {
     than saved, unless the experts are fine-grained (d_hidden <= d_model),
     where the gather weighs more against the expert GEMMs (then
     --fmoe-fuse leaves the gather out of the GEMM: it runs once, and the
-    rows are saved).
+    rows are saved). With `keep-activations` (the default), a bf16 GeLU
+    expert MLP with both biases also keeps its activations act(h) (an extra
+    result `act` of `fmoe.expert`, saved): its backward then applies
+    gelu'(h) in the epilogue of the da GEMM and reads act(h) for the fc2
+    weight gradient instead of recomputing it (docs/fused-gemm.md).
 
     Before:
 
@@ -154,6 +158,11 @@ def FMoEGenerateBackward : Pass<"fmoe-generate-backward", "ModuleOp"> {
     func.func @layer_backward(%dout, %x, %wg, %w1, %w2, <saved>...) -> (dx, dwg, dw1, dw2)
     ```
   }];
+  let options = [
+    Option<"keepActivations", "keep-activations", "bool", /*default=*/"true",
+           "keep the activations of bf16 GeLU experts (with both biases) "
+           "for the backward, whose da GEMM then fuses gelu'(h)">,
+  ];
   let dependentDialects = ["::mlir::fmoe::FMoEDialect", "::mlir::func::FuncDialect"];
 }
 

@@ -277,8 +277,8 @@ private:
                     const std::vector<BufferRef> &args);
   void allToAll(const Attrs &attrs, const std::vector<BufferRef> &args,
                 Execution &execution);
-  void groupedGemmBias(const Attrs &attrs, const LibraryTarget &target,
-                       const std::vector<BufferRef> &args);
+  void groupedGemmEpilogue(const Attrs &attrs, const LibraryTarget &target,
+                           const std::vector<BufferRef> &args, bool dact);
   /// Copies on the backend's stream, for the exchanges.
   MemoryOps deviceMemory();
 
@@ -608,8 +608,10 @@ void CudaBackend::call(const format::Command &cmd,
     return groupedGemm(attrs, target, args, /*gather=*/true);
   if (target.base == "fmoe_rt_grouped_wgrad")
     return groupedWgrad(attrs, target, args);
-  if (target.base == "fmoe_rt_grouped_gemm_bias")
-    return groupedGemmBias(attrs, target, args);
+  if (target.base == "fmoe_rt_grouped_gemm_bias" ||
+      target.base == "fmoe_rt_grouped_gemm_dact")
+    return groupedGemmEpilogue(attrs, target, args,
+                               target.base == "fmoe_rt_grouped_gemm_dact");
   if (target.base == "fmoe_rt_all_to_all")
     return allToAll(attrs, args, execution);
   if (target.base == "fmoe_rt_replicate" ||
@@ -695,36 +697,47 @@ void CudaBackend::groupedGemm(const Attrs &attrs, const LibraryTarget &target,
   cuda::launchGroupedGemm(type, p, stream);
 }
 
-void CudaBackend::groupedGemmBias(const Attrs &attrs,
-                                  const LibraryTarget &target,
-                                  const std::vector<BufferRef> &args) {
-  requireOperands(attrs, args, 5); // a, w, bias, c, offsets
-  const BufferRef &a = args[0], &w = args[1], &bias = args[2], &c = args[3],
+void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
+                                      const LibraryTarget &target,
+                                      const std::vector<BufferRef> &args,
+                                      bool dact) {
+  // bias: a, w, bias, c, offsets (layout nt), c = a W^T + bias[l];
+  // dact: a, w, h, c, offsets (layout nn), c = (a W) * act'(h).
+  requireOperands(attrs, args, 5);
+  const BufferRef &a = args[0], &w = args[1], &x = args[2], &c = args[3],
                   &offsets = args[4];
+  const char *xName = dact ? "h" : "bias";
   DType type = target.typed ? target.type : c.dtype;
   requireType(attrs, a, type, "a");
   requireType(attrs, w, type, "w");
-  requireType(attrs, bias, type, "bias");
+  requireType(attrs, x, type, xName);
   requireType(attrs, c, type, "c");
-  if (attrs.getString("layout") != "nt" || attrs.getSize("a_col", 0) != 0 ||
+  const char *layout = dact ? "nn" : "nt";
+  if (attrs.getString("layout") != layout || attrs.getSize("a_col", 0) != 0 ||
       attrs.getBool("accumulate", false))
-    throw Error(attrs.where() + ": the bias GEMM takes layout nt, a_col = 0 "
-                                "and no accumulate");
+    throw Error(attrs.where() + ": this epilogue GEMM takes layout " + layout +
+                ", a_col = 0 and no accumulate");
+  if (dact && attrs.getString("activation") != "gelu")
+    throw Error(attrs.where() + ": no act' epilogue for activation '" +
+                attrs.getString("activation") + "' (gelu only)");
   int64_t n = attrs.getSize("n"), k = attrs.getSize("k");
   int64_t lda = attrs.getSize("lda"), ldc = attrs.getSize("ldc");
-  int64_t cCol = attrs.getSize("c_col", 0);
+  int64_t cCol = dact ? 0 : attrs.getSize("c_col", 0);
   int64_t local = attrs.getInt("local_experts");
   int64_t groups = groupsOf(attrs, offsets, local);
   int64_t rows = rowsOf(attrs, c, "c");
   requireSpan(attrs, c, "c", rows, ldc, cCol, n);
   requireSpan(attrs, a, "a", rows, lda, 0, k);
   requireSpan(attrs, w, "w", 1, 0, 0, local * n * k);
-  requireSpan(attrs, bias, "bias", 1, 0, 0, local * n);
+  if (dact)
+    requireSpan(attrs, x, "h", rows, ldc, 0, n);
+  else
+    requireSpan(attrs, x, "bias", 1, 0, 0, local * n);
   if (rows == 0)
     return;
   void *cData = static_cast<char *>(c.data) + cCol * dtypeSize(type);
 
-  // bf16 on sm90: CUTLASS's grouped GEMM with the bias in its epilogue
+  // bf16 on sm90: CUTLASS's grouped GEMM with the epilogue fused
   // (FMOE_NO_FUSED_GEMM=1 turns it off, to compare or to test the other
   // path).
   if (type == DType::BF16 && !std::getenv("FMOE_NO_FUSED_GEMM")) {
@@ -732,8 +745,13 @@ void CudaBackend::groupedGemmBias(const Attrs &attrs,
     f.a = a.data;
     f.lda = lda;
     f.w = w.data;
-    f.nt = true;
-    f.bias = bias.data;
+    f.nt = !dact;
+    if (dact) {
+      f.aux = x.data;
+      f.ldaux = ldc;
+    } else {
+      f.bias = x.data;
+    }
     f.d = cData;
     f.ldd = ldc;
     f.offsets = static_cast<const int32_t *>(offsets.data);
@@ -741,7 +759,7 @@ void CudaBackend::groupedGemmBias(const Attrs &attrs,
     f.groupsPerExpert = groups / local;
     f.n = n;
     f.k = k;
-    f.epilogue = cuda::FusedEpilogue::Bias;
+    f.epilogue = dact ? cuda::FusedEpilogue::DGrad : cuda::FusedEpilogue::Bias;
     if (cuda::fusedGroupedGemmSupported(f)) {
       f.workspaceBytes = cuda::fusedGroupedGemmWorkspace(f);
       f.workspace = allocate(f.workspaceBytes);
@@ -756,21 +774,39 @@ void CudaBackend::groupedGemmBias(const Attrs &attrs,
     }
   }
   // Elsewhere: the plain grouped GEMM (the library hook's, else the
-  // backend's own), then the bias in a pass over c.
-  std::vector<BufferRef> plain{a, w, c, offsets};
+  // backend's own), then the epilogue in a pass over c. When dact writes c
+  // over h, the GEMM goes to a buffer of its own first (it would overwrite
+  // h before the pass reads it), which the pass then reads.
+  BufferRef out = c;
+  void *scratch = nullptr;
+  if (dact && c.data == x.data) {
+    scratch = allocate(size_t(c.numel) * dtypeSize(type));
+    out.data = scratch;
+  }
+  std::vector<BufferRef> plain{a, w, out, offsets};
   const CudaLibraryHook::Fn &hook = CudaLibraryHook::get();
-  if (!hook || !hook("fmoe_rt_grouped_gemm", attrs.command(), plain, stream))
-    groupedGemm(attrs, target, plain, /*gather=*/false);
-  cuda::BiasArgs e;
+  try {
+    if (!hook || !hook("fmoe_rt_grouped_gemm", attrs.command(), plain, stream))
+      groupedGemm(attrs, target, plain, /*gather=*/false);
+  } catch (...) {
+    if (scratch)
+      deallocate(scratch);
+    throw;
+  }
+  cuda::EpilogueArgs e;
   e.c = cData;
-  e.bias = bias.data;
+  e.src = scratch; // null: c itself
+  e.x = x.data;
+  e.dgelu = dact;
   e.offsets = static_cast<const int32_t *>(offsets.data);
   e.rows = rows;
   e.n = n;
   e.ldc = ldc;
   e.groups = groups;
   e.localExperts = local;
-  cuda::launchBias(type, e, stream);
+  cuda::launchEpilogue(type, e, stream);
+  if (scratch)
+    deallocate(scratch); // stream-ordered: after the pass
 }
 
 void CudaBackend::groupedWgrad(const Attrs &attrs, const LibraryTarget &target,

@@ -176,10 +176,12 @@ const char *argumentRefusal(const FusedGemmArgs &a, Kind &kind) {
   if (needAux && (!a.aux || !aligned16(a.aux) || !goodLd(a.ldaux, a.n)))
     return "this epilogue needs a 16-byte aligned aux with ldaux >= n, a "
            "multiple of 8";
-  // DGrad's d is stored (by TMA) while h is still being loaded (by TMA)
-  // for later subtiles and tiles: the two must be different buffers.
-  if (a.epilogue == FusedEpilogue::DGrad && a.d == a.aux)
-    return "DGrad's d must not alias aux (h)";
+  // DGrad may write d over h (d == aux, ldd == ldaux): each element of h
+  // is loaded (by TMA, as the epilogue's source) before the same CTA stores
+  // d over it, and the tiles and subtiles of the groups are disjoint.
+  // (A d that overlaps h only in part is the caller's error.)
+  if (a.epilogue == FusedEpilogue::DGrad && a.d == a.aux && a.ldd != a.ldaux)
+    return "DGrad writes d over aux (h) only with ldd == ldaux";
   if (a.epilogue == FusedEpilogue::DAct && a.actOut &&
       (!aligned16(a.actOut) || !goodLd(a.ldact, a.n)))
     return "actOut must be 16-byte aligned with ldact >= n, a multiple of 8";

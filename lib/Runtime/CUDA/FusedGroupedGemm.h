@@ -24,8 +24,9 @@
 //             which is safe because each element of h is read before the
 //             same thread block writes act(h) over it).
 //   DGrad:   h = aux (read);     d = acc * act'(h)
-//            (no second output: act(h) is left to a row kernel over h; aux
-//             is only read, and d must not alias it).
+//            (no second output; d may be aux itself, with ldd == ldaux: each
+//             element of h is read before the same thread block writes d
+//             over it).
 //
 // The per-expert row counts live only on the device (`offsets`): the launch
 // never reads them on the host and never synchronises, so it can be captured
@@ -67,7 +68,7 @@ struct FusedGemmArgs {
   int64_t ldd = 0;
   /// bf16, rows x N. BiasAct: receives the pre-activation h = acc + bias.
   /// DAct: holds h (read); receives act(h) when actOut is null. DGrad: holds
-  /// h (read only; a different buffer from d).
+  /// h (read; d may be this buffer, then it receives d over h).
   void *aux = nullptr;
   int64_t ldaux = 0;
   /// bf16, rows x N, DAct only: receives act(h). Null: act(h) overwrites

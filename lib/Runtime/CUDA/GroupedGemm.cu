@@ -349,7 +349,7 @@ int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 /// One block per row (grid-stride): the row's local expert is found once
 /// per block by a binary search over the offsets; the threads cover its
 /// columns.
-template <typename T> __global__ void biasKernel(BiasArgs p) {
+template <typename T> __global__ void epilogueKernel(EpilogueArgs p) {
   __shared__ int64_t expert;
   int32_t first = p.offsets[0], last = p.offsets[p.groups];
   for (int64_t r = blockIdx.x; r < p.rows; r += gridDim.x) {
@@ -369,36 +369,46 @@ template <typename T> __global__ void biasKernel(BiasArgs p) {
     }
     __syncthreads();
     T *c = static_cast<T *>(p.c) + r * p.ldc;
-    const T *bias = static_cast<const T *>(p.bias) + expert * p.n;
-    for (int64_t j = threadIdx.x; j < p.n; j += blockDim.x)
-      c[j] = fromFloat<T>(toFloat(c[j]) + toFloat(bias[j]));
+    const T *src = p.src ? static_cast<const T *>(p.src) + r * p.ldc : c;
+    const T *x =
+        static_cast<const T *>(p.x) + (p.dgelu ? r * p.ldc : expert * p.n);
+    for (int64_t j = threadIdx.x; j < p.n; j += blockDim.x) {
+      float v = toFloat(src[j]), xv = toFloat(x[j]);
+      if (p.dgelu) {
+        float cdf = 0.5f * (1.0f + erff(xv * 0.70710678118654752f));
+        float pdf = 0.39894228040143268f * expf(-0.5f * xv * xv);
+        c[j] = fromFloat<T>(v * (cdf + xv * pdf));
+      } else {
+        c[j] = fromFloat<T>(v + xv);
+      }
+    }
   }
 }
 
 } // namespace
 
-void launchBias(DType type, const BiasArgs &p, CUstream_st *stream) {
+void launchEpilogue(DType type, const EpilogueArgs &p, CUstream_st *stream) {
   if (p.groups <= 0 || p.rows <= 0 || p.n <= 0)
     return;
   if (p.localExperts <= 0 || p.groups % p.localExperts != 0)
-    throw Error("bias epilogue: " + std::to_string(p.groups) +
+    throw Error("GEMM epilogue: " + std::to_string(p.groups) +
                 " groups do not split over " + std::to_string(p.localExperts) +
                 " local experts");
   unsigned blocks = static_cast<unsigned>(std::min<int64_t>(p.rows, 1 << 20));
   switch (type) {
   case DType::F32:
-    biasKernel<float><<<blocks, 256, 0, stream>>>(p);
+    epilogueKernel<float><<<blocks, 256, 0, stream>>>(p);
     break;
   case DType::BF16:
-    biasKernel<__nv_bfloat16><<<blocks, 256, 0, stream>>>(p);
+    epilogueKernel<__nv_bfloat16><<<blocks, 256, 0, stream>>>(p);
     break;
   case DType::F16:
-    biasKernel<__half><<<blocks, 256, 0, stream>>>(p);
+    epilogueKernel<__half><<<blocks, 256, 0, stream>>>(p);
     break;
   case DType::I32:
-    throw Error("bias epilogue: no kernel for i32");
+    throw Error("GEMM epilogue: no kernel for i32");
   }
-  checkLaunch("the bias epilogue kernel");
+  checkLaunch("the GEMM epilogue kernel");
 }
 
 void launchGroupedGemm(DType type, const GroupedGemmArgs &p,

@@ -59,18 +59,23 @@ struct GroupedWgradArgs {
   int64_t groups = 0, localExperts = 1;
 };
 
-/// The epilogue of fmoe_rt_grouped_gemm_bias after a plain grouped GEMM
-/// into c (where the fused kernels do not apply): c[r, j] += bias[l][j] for
-/// the rows r in [offsets[0], offsets[G]) of local expert l (leading
-/// dimension ldc).
-struct BiasArgs {
+/// The epilogue of fmoe_rt_grouped_gemm_bias / _dact after a plain grouped
+/// GEMM into c (where the fused kernels do not apply), for the rows r in
+/// [offsets[0], offsets[G]) of local expert l (leading dimension ldc):
+/// c[r, j] += x[l][j] (x the bias), or with `dgelu`
+/// c[r, j] *= gelu'(x[r, j]) (x = h, leading dimension ldc; erf form).
+/// With `src`, the GEMM's result is read from src (same layout as c)
+/// instead of c: c = src * gelu'(h) may then be written over h (x == c).
+struct EpilogueArgs {
   void *c = nullptr;
-  const void *bias = nullptr;
+  const void *src = nullptr;
+  const void *x = nullptr;
+  bool dgelu = false;
   const int32_t *offsets = nullptr;
   int64_t rows = 0, n = 0, ldc = 0;
   int64_t groups = 0, localExperts = 1;
 };
-void launchBias(DType type, const BiasArgs &args, CUstream_st *stream);
+void launchEpilogue(DType type, const EpilogueArgs &args, CUstream_st *stream);
 
 /// Enqueue the kernels on `stream` (asynchronous). `type` is the storage type
 /// of every float operand (F32, BF16 or F16); accumulation is fp32. Throw

@@ -1164,6 +1164,24 @@ func.func @expert_h_hidden(%r: tensor<?x16xf32>, %o: tensor<5xi32>, %w1: tensor<
 
 // -----
 
+func.func @expert_act_glu(%r: tensor<?x16xbf16>, %o: tensor<5xi32>, %w1: tensor<4x32x16xbf16>, %wu: tensor<4x32x16xbf16>, %w2: tensor<4x16x32xbf16>) {
+  // expected-error@+1 {{'fmoe.expert' op keeps activations (act) only for non-GLU activations, got swiglu}}
+  %y, %h, %a = fmoe.expert %r, %o fc1 %w1 up %wu fc2 %w2 {activation = #fmoe<activation swiglu>}
+      : (tensor<?x16xbf16>, tensor<5xi32>, tensor<4x32x16xbf16>, tensor<4x32x16xbf16>, tensor<4x16x32xbf16>) -> (tensor<?x16xbf16>, tensor<?x64xbf16>, tensor<?x32xbf16>)
+  return
+}
+
+// -----
+
+func.func @expert_act_width(%r: tensor<?x16xbf16>, %o: tensor<5xi32>, %w1: tensor<4x32x16xbf16>, %w2: tensor<4x16x32xbf16>) {
+  // expected-error@+1 {{'fmoe.expert' op expects act of shape [R, 32], got 'tensor<?x16xbf16>'}}
+  %y, %h, %a = fmoe.expert %r, %o fc1 %w1 fc2 %w2 {activation = #fmoe<activation gelu>}
+      : (tensor<?x16xbf16>, tensor<5xi32>, tensor<4x32x16xbf16>, tensor<4x16x32xbf16>) -> (tensor<?x16xbf16>, tensor<?x32xbf16>, tensor<?x16xbf16>)
+  return
+}
+
+// -----
+
 func.func @expert_h_glu_width(%r: tensor<?x16xbf16>, %o: tensor<5xi32>, %w1: tensor<4x32x16xbf16>, %wu: tensor<4x32x16xbf16>, %w2: tensor<4x16x32xbf16>) {
   // expected-error@+1 {{'fmoe.expert' op expects h of shape [R, 64], got 'tensor<?x32xbf16>'}}
   %y, %h = fmoe.expert %r, %o fc1 %w1 up %wu fc2 %w2 {activation = #fmoe<activation swiglu>}
@@ -1400,6 +1418,26 @@ func.func @fused_expert_h_glu_width(%x: tensor<?x16xf16>, %t: tensor<?xi32>, %o:
   %out, %h, %y = fmoe.fused_expert %x, %t, %o, %p, %s fc1 %w1 up %wu fc2 %w2 {activation = #fmoe<activation geglu>}
       : (tensor<?x16xf16>, tensor<?xi32>, tensor<5xi32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<4x32x16xf16>, tensor<4x32x16xf16>, tensor<4x16x32xf16>)
       -> (tensor<?x16xf16>, tensor<?x32xf16>, tensor<?x16xf16>)
+  return
+}
+
+// -----
+
+func.func @fused_expert_act_glu(%x: tensor<?x16xf16>, %t: tensor<?xi32>, %o: tensor<5xi32>, %p: tensor<?x2xi32>, %s: tensor<?x2xf32>, %w1: tensor<4x32x16xf16>, %wu: tensor<4x32x16xf16>, %w2: tensor<4x16x32xf16>) {
+  // expected-error@+1 {{'fmoe.fused_expert' op keeps activations (act) only for non-GLU activations, got geglu}}
+  %out, %h, %y, %a = fmoe.fused_expert %x, %t, %o, %p, %s fc1 %w1 up %wu fc2 %w2 {activation = #fmoe<activation geglu>}
+      : (tensor<?x16xf16>, tensor<?xi32>, tensor<5xi32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<4x32x16xf16>, tensor<4x32x16xf16>, tensor<4x16x32xf16>)
+      -> (tensor<?x16xf16>, tensor<?x64xf16>, tensor<?x16xf16>, tensor<?x32xf16>)
+  return
+}
+
+// -----
+
+func.func @fused_expert_act_type(%x: tensor<?x16xf32>, %t: tensor<?xi32>, %o: tensor<5xi32>, %p: tensor<?x2xi32>, %s: tensor<?x2xf32>, %w1: tensor<4x32x16xf32>, %w2: tensor<4x16x32xf32>) {
+  // expected-error@+1 {{'fmoe.fused_expert' op expects act to have element type 'f32', got 'tensor<?x32xbf16>'}}
+  %out, %h, %y, %a = fmoe.fused_expert %x, %t, %o, %p, %s fc1 %w1 fc2 %w2 {activation = #fmoe<activation gelu>}
+      : (tensor<?x16xf32>, tensor<?xi32>, tensor<5xi32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>)
+      -> (tensor<?x16xf32>, tensor<?x32xf32>, tensor<?x16xf32>, tensor<?x32xbf16>)
   return
 }
 
@@ -2112,6 +2150,28 @@ func.func @expert_grad_rows_f16(%dy: tensor<?x16xf32>, %r: tensor<?x16xf16>, %o:
       {activation = #fmoe<activation relu>}
       : tensor<?x16xf32>, tensor<?x16xf16>, tensor<5xi32>, tensor<?x32xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>
       -> tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>
+  return
+}
+
+// -----
+
+func.func @expert_grad_act_glu(%dy: tensor<?x16xf32>, %r: tensor<?x16xf32>, %o: tensor<5xi32>, %h: tensor<?x64xf32>, %a: tensor<?x32xf32>, %w1: tensor<4x32x16xf32>, %wu: tensor<4x32x16xf32>, %w2: tensor<4x16x32xf32>) {
+  // expected-error@+1 {{'fmoe.expert_grad' op keeps activations (act) only for non-GLU activations, got geglu}}
+  %dr, %dw1, %dwu, %dw2 = fmoe.expert_grad %dy, %r, %o, %h act %a fc1 %w1 up %wu fc2 %w2
+      {activation = #fmoe<activation geglu>}
+      : tensor<?x16xf32>, tensor<?x16xf32>, tensor<5xi32>, tensor<?x64xf32>, tensor<?x32xf32>, tensor<4x32x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>
+      -> tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32> up tensor<4x32x16xf32>
+  return
+}
+
+// -----
+
+func.func @expert_grad_act_rows(%dy: tensor<16x16xf32>, %r: tensor<16x16xf32>, %o: tensor<5xi32>, %h: tensor<16x32xf32>, %a: tensor<8x32xf32>, %w1: tensor<4x32x16xf32>, %w2: tensor<4x16x32xf32>) {
+  // expected-error@+1 {{'fmoe.expert_grad' op expects act of shape [R, 32], got 'tensor<8x32xf32>'}}
+  %dr, %dw1, %dw2 = fmoe.expert_grad %dy, %r, %o, %h act %a fc1 %w1 fc2 %w2
+      {activation = #fmoe<activation gelu>}
+      : tensor<16x16xf32>, tensor<16x16xf32>, tensor<5xi32>, tensor<16x32xf32>, tensor<8x32xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>
+      -> tensor<16x16xf32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>
   return
 }
 

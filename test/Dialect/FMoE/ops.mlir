@@ -356,6 +356,19 @@ func.func @expert_example(%r: tensor<?x16xf32>, %o: tensor<5xi32>, %w1: tensor<4
   return
 }
 
+// The activations kept for the backward (non-GLU forms), as a third result.
+// CHECK-LABEL: func.func @expert_keeps_activations
+// CHECK:         %{{.*}}, %{{.*}}, %{{.*}} = fmoe.expert %{{.*}} fc1 %{{.*}} bias %{{.*}} fc2 %{{.*}} bias %{{.*}} {activation = #fmoe<activation gelu>}
+// CHECK-SAME:      -> (tensor<?x16xbf16>, tensor<?x32xbf16>, tensor<?x32xbf16>)
+func.func @expert_keeps_activations(%r: tensor<?x16xbf16>, %o: tensor<5xi32>, %w1: tensor<4x32x16xbf16>,
+                                    %b1: tensor<4x32xbf16>, %w2: tensor<4x16x32xbf16>, %b2: tensor<4x16xbf16>) {
+  %y, %h, %a = fmoe.expert %r, %o fc1 %w1 bias %b1 fc2 %w2 bias %b2
+      {activation = #fmoe<activation gelu>}
+      : (tensor<?x16xbf16>, tensor<5xi32>, tensor<4x32x16xbf16>, tensor<4x32xbf16>,
+         tensor<4x16x32xbf16>, tensor<4x16xbf16>) -> (tensor<?x16xbf16>, tensor<?x32xbf16>, tensor<?x32xbf16>)
+  return
+}
+
 // No bias; relu.
 // CHECK-LABEL: func.func @expert_no_bias
 // CHECK-SAME:    %[[R:[^:]+]]: tensor<?x16xf32>
@@ -700,6 +713,21 @@ func.func @expert_grad_example(%dy: tensor<?x16xf32>, %r: tensor<?x16xf32>, %o: 
   return %dr, %dw1, %db1, %dw2, %db2
       : tensor<?x16xf32>, tensor<4x32x16xf32>, tensor<4x32xf32>, tensor<4x16x32xf32>,
         tensor<4x16xf32>
+}
+
+// With the activations the forward kept (`act`, after h).
+// CHECK-LABEL: func.func @expert_grad_kept_activations
+// CHECK:         fmoe.expert_grad %{{[^,]+}}, %{{[^,]+}}, %{{[^,]+}}, %[[H:[^ ]+]] act %[[A:[^ ]+]] fc1
+// CHECK-SAME:      : tensor<?x16xbf16>, tensor<?x16xbf16>, tensor<5xi32>, tensor<?x32xbf16>, tensor<?x32xbf16>, tensor<4x32x16xbf16>, tensor<4x16x32xbf16>
+func.func @expert_grad_kept_activations(%dy: tensor<?x16xbf16>, %r: tensor<?x16xbf16>, %o: tensor<5xi32>,
+                                        %h: tensor<?x32xbf16>, %a: tensor<?x32xbf16>,
+                                        %w1: tensor<4x32x16xbf16>, %w2: tensor<4x16x32xbf16>) {
+  %dr, %dw1, %dw2 = fmoe.expert_grad %dy, %r, %o, %h act %a fc1 %w1 fc2 %w2
+      {activation = #fmoe<activation gelu>}
+      : tensor<?x16xbf16>, tensor<?x16xbf16>, tensor<5xi32>, tensor<?x32xbf16>, tensor<?x32xbf16>,
+        tensor<4x32x16xbf16>, tensor<4x16x32xbf16>
+      -> tensor<?x16xbf16>, tensor<4x32x16xbf16>, tensor<4x16x32xbf16>
+  return
 }
 
 // No bias: only grad_rows and the two weight gradients.

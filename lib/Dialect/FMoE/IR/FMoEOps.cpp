@@ -374,6 +374,20 @@ LogicalResult GatherOp::verify() {
   return sc.check(getRows(), "rows", {"R", d}, elt);
 }
 
+/// The optional kept activations `act: [R, H]` of the expert ops: non-GLU
+/// forms only (a GLU form's backward needs both halves of h anyway).
+static LogicalResult checkKeptActivations(Operation *op, ShapeChecker &sc,
+                                          Value act, Activation activation,
+                                          int64_t hidden, Type elt) {
+  if (!act)
+    return success();
+  if (isGLU(activation))
+    return op->emitOpError("keeps activations (act) only for non-GLU "
+                           "activations, got ")
+           << stringifyActivation(activation);
+  return sc.check(act, "act", {"R", hidden}, elt);
+}
+
 LogicalResult ExpertOp::verify() {
   Operation *op = getOperation();
   Type elt;
@@ -388,9 +402,10 @@ LogicalResult ExpertOp::verify() {
     return failure();
   int64_t hWidth = isGLU(getActivation()) ? 2 * hidden : hidden;
   if (failed(sc.check(getRows(), "rows", {"R", d}, elt)) ||
-      failed(sc.check(getY(), "y", {"R", d}, elt)))
+      failed(sc.check(getY(), "y", {"R", d}, elt)) ||
+      failed(sc.check(getH(), "h", {"R", hWidth}, elt)))
     return failure();
-  return sc.check(getH(), "h", {"R", hWidth}, elt);
+  return checkKeptActivations(op, sc, getAct(), getActivation(), hidden, elt);
 }
 
 LogicalResult FusedExpertOp::verify() {
@@ -416,9 +431,10 @@ LogicalResult FusedExpertOp::verify() {
       failed(sc.check(getSlotPos(), "slot_pos", {"T", k}, i32(op))) ||
       failed(sc.check(getScores(), "scores", {"T", k}, f32(op))) ||
       failed(sc.check(getOutput(), "output", {"T", d}, elt)) ||
-      failed(sc.check(getH(), "h", {"R", hWidth}, elt)))
+      failed(sc.check(getH(), "h", {"R", hWidth}, elt)) ||
+      failed(sc.check(getY(), "y", {"R", d}, elt)))
     return failure();
-  return sc.check(getY(), "y", {"R", d}, elt);
+  return checkKeptActivations(op, sc, getAct(), getActivation(), hidden, elt);
 }
 
 /// slot_pos [T, K] i32 and scores [T, K] f32, with a static K.
@@ -645,6 +661,8 @@ LogicalResult ExpertGradOp::verify() {
   if (failed(sc.check(getGradY(), "grad_y", {"R", d}, elt)) ||
       failed(sc.check(getRows(), "rows", {"R", d}, elt)) ||
       failed(sc.check(getH(), "h", {"R", hWidth}, elt)) ||
+      failed(checkKeptActivations(op, sc, getAct(), getActivation(), hidden,
+                                  elt)) ||
       failed(sc.check(getGradRows(), "grad_rows", {"R", d}, elt)) ||
       failed(sc.check(getGradFc1Weight(), "grad_fc1_weight", {local, hidden, d},
                       elt)) ||

@@ -22,6 +22,28 @@ namespace mlir::fmoe {
 inline bool isGLU(Activation act) {
   return act == Activation::swiglu || act == Activation::geglu;
 }
+
+/// Whether an expert MLP's GEMMs can take its biases in their epilogues:
+/// the runtime's fused grouped GEMMs take bf16 rows whose widths are
+/// multiples of 8 elements (16-byte rows), both biases, and one fc1 GEMM
+/// (not the GLU forms' two). --fmoe-lower-to-runtime fuses the biases
+/// then (with --fused-epilogues).
+inline bool expertEpiloguesFusable(Type elt, Activation act, bool fc1Bias,
+                                   bool fc2Bias, int64_t hidden, int64_t d) {
+  return elt.isBF16() && !isGLU(act) && fc1Bias && fc2Bias && hidden % 8 == 0 &&
+         d % 8 == 0;
+}
+
+/// Whether the forward keeps an expert MLP's activations act(h) for the
+/// backward (--fmoe-generate-backward): where the backward's first GEMM
+/// (da = dy W2) can apply GeLU's derivative in its epilogue (dh = da *
+/// gelu'(h), written over h), which leaves act(h) for the fc2 weight
+/// gradient to be kept rather than computed again in a pass over h.
+inline bool keepsActivations(Type elt, Activation act, bool fc1Bias,
+                             bool fc2Bias, int64_t hidden, int64_t d) {
+  return act == Activation::gelu &&
+         expertEpiloguesFusable(elt, act, fc1Bias, fc2Bias, hidden, d);
+}
 } // namespace mlir::fmoe
 
 #endif // FMOE_DIALECT_FMOE_IR_FMOEDIALECT_H

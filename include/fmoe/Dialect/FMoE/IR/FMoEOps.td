@@ -209,7 +209,10 @@ def FMoE_ExpertOp : FMoE_Op<"expert", [Pure, AttrSizedOperandSegments]> {
     `fc1_weight: [L, H, D]`, `fc1_bias: [L, H]`, `up_weight: [L, H, D]` (GLU
     forms only), `fc2_weight: [L, D, H]`, `fc2_bias: [L, D]`.
     Results: `y: [R, D]` and the pre-activations `h: [R, H]` (`[R, 2H]` for
-    GLU forms: fc1 then up), kept for the backward program.
+    GLU forms: fc1 then up), kept for the backward program, and optionally
+    (non-GLU forms) the activations `act = act(h): [R, H]`, the second GEMM's
+    operand, kept too when the backward should not compute them again
+    (`--fmoe-generate-backward` decides).
 
     Example:
 
@@ -225,7 +228,8 @@ def FMoE_ExpertOp : FMoE_Op<"expert", [Pure, AttrSizedOperandSegments]> {
                        Optional<AnyRankedTensor>:$up_weight,
                        AnyRankedTensor:$fc2_weight, Optional<AnyRankedTensor>:$fc2_bias,
                        FMoE_ActivationAttr:$activation);
-  let results = (outs AnyRankedTensor:$y, AnyRankedTensor:$h);
+  let results = (outs AnyRankedTensor:$y, AnyRankedTensor:$h,
+                      Optional<AnyRankedTensor>:$act);
   let assemblyFormat = [{
     $rows `,` $offsets `fc1` $fc1_weight (`bias` $fc1_bias^)? (`up` $up_weight^)?
     `fc2` $fc2_weight (`bias` $fc2_bias^)? attr-dict `:` functional-type(operands, results)
@@ -240,8 +244,9 @@ def FMoE_FusedExpertOp : FMoE_Op<"fused_expert", [Pure, AttrSizedOperandSegments
     GEMM loads its operand rows through `token_of`, its epilogue adds the bias
     and applies the activation; the second GEMM's epilogue adds the bias,
     multiplies by the routing score and adds the row into `out[token]`.
-    Results: `out: [T, D]`, and `h`, `y` as `fmoe.expert` returns them (kept
-    for the backward program). Produced by `--fmoe-fuse`.
+    Results: `out: [T, D]`, and `h`, `y` (and `act` when the unfused
+    `fmoe.expert` had it) as `fmoe.expert` returns them (kept for the
+    backward program). Produced by `--fmoe-fuse`.
 
     Example:
 
@@ -260,7 +265,8 @@ def FMoE_FusedExpertOp : FMoE_Op<"fused_expert", [Pure, AttrSizedOperandSegments
                        Optional<AnyRankedTensor>:$up_weight,
                        AnyRankedTensor:$fc2_weight, Optional<AnyRankedTensor>:$fc2_bias,
                        FMoE_ActivationAttr:$activation);
-  let results = (outs AnyRankedTensor:$output, AnyRankedTensor:$h, AnyRankedTensor:$y);
+  let results = (outs AnyRankedTensor:$output, AnyRankedTensor:$h, AnyRankedTensor:$y,
+                      Optional<AnyRankedTensor>:$act);
   let assemblyFormat = [{
     $input `,` $token_of `,` $offsets `,` $slot_pos `,` $scores
     `fc1` $fc1_weight (`bias` $fc1_bias^)? (`up` $up_weight^)?
@@ -414,11 +420,14 @@ def FMoE_CombineGradOp : FMoE_Op<"combine_grad", [Pure]> {
   let hasVerifier = 1;
 }
 
-def FMoE_ExpertGradOp : FMoE_Op<"expert_grad", [Pure, AttrSizedResultSegments]> {
+def FMoE_ExpertGradOp : FMoE_Op<"expert_grad", [Pure, AttrSizedOperandSegments,
+                                                 AttrSizedResultSegments]> {
   let summary = "gradients of fmoe.expert";
   let description = [{
-    From `grad_y: [R, D]`, the forward's `rows`, `offsets` and
-    pre-activations `h`: `grad_rows: [R, D]` and the gradient of every weight
+    From `grad_y: [R, D]`, the forward's `rows`, `offsets`,
+    pre-activations `h` and, when the forward kept them, activations
+    `act: [R, H]` (non-GLU forms; otherwise the backward computes them from
+    `h`): `grad_rows: [R, D]` and the gradient of every weight
     and bias (bias gradients only where the forward had the bias: the
     optional results are named in the type list), as grouped GEMMs over the
     same groups.
@@ -436,6 +445,7 @@ def FMoE_ExpertGradOp : FMoE_Op<"expert_grad", [Pure, AttrSizedResultSegments]> 
   }];
   let arguments = (ins AnyRankedTensor:$grad_y, AnyRankedTensor:$rows,
                        AnyRankedTensor:$offsets, AnyRankedTensor:$h,
+                       Optional<AnyRankedTensor>:$act,
                        AnyRankedTensor:$fc1_weight, Optional<AnyRankedTensor>:$up_weight,
                        AnyRankedTensor:$fc2_weight,
                        FMoE_ActivationAttr:$activation);
@@ -447,7 +457,7 @@ def FMoE_ExpertGradOp : FMoE_Op<"expert_grad", [Pure, AttrSizedResultSegments]> 
   // The optional results are named in the type list, so the parser knows
   // which ones are present.
   let assemblyFormat = [{
-    $grad_y `,` $rows `,` $offsets `,` $h `fc1` $fc1_weight (`up` $up_weight^)?
+    $grad_y `,` $rows `,` $offsets `,` $h (`act` $act^)? `fc1` $fc1_weight (`up` $up_weight^)?
     `fc2` $fc2_weight attr-dict `:` type(operands) `->` type($grad_rows) `,`
     type($grad_fc1_weight) `,` type($grad_fc2_weight)
     (`fc1_bias` type($grad_fc1_bias)^)? (`up` type($grad_up_weight)^)?
