@@ -7,7 +7,10 @@ on the GPU: fmoe's compiled layer against, in the same run,
 and fmoe_graph: fmoe's step replayed from a CUDA graph (what is left without
 the host's launch overhead; not a baseline); fmoe_unfused: fmoe compiled
 with --no-fused-epilogues (bias and activation in row kernels instead of the
-grouped GEMMs' epilogues), for comparing the compiler's two choices.
+grouped GEMMs' epilogues), for comparing the compiler's two choices;
+fmoe_keep: fmoe compiled with keep_activations=True (the forward keeps the
+activations, the backward's da GEMM applies GeLU's derivative in its
+epilogue).
 Median of CUDA-event timings after warm-up, fresh random inputs every
 iteration; peak memory beside each. Prints a table and writes JSON.
 
@@ -243,6 +246,10 @@ def main():
                 impls[impl] = (fmoe.compile(layer), params)
             elif impl == "fmoe_graph":
                 impls[impl] = (fmoe.compile(layer), params)
+            elif impl == "fmoe_keep":
+                # The forward keeps act(h): the backward's da GEMM applies
+                # gelu'(h) in its epilogue (more memory, one pass less).
+                impls[impl] = (fmoe.compile(layer, keep_activations=True), params)
             elif impl == "fmoe_unfused":
                 # The compiler's other choice: bias and activation in row
                 # kernels instead of the GEMM epilogues.

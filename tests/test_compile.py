@@ -250,6 +250,25 @@ def test_keep_saved_allows_a_second_backward():
         assert rel_err(a, b) <= 1e-6
 
 
+@pytest.mark.parametrize("activation", ["gelu", "relu"])
+@pytest.mark.parametrize("e,k", [(1, 1), (4, 2), (8, 3)], ids=["E1k1", "E4k2", "E8k3"])
+def test_keep_activations(e, k, activation):
+    """keep_activations=True: a bf16 GeLU layer with both biases keeps act(h)
+    for the backward, whose da GEMM applies gelu'(h) (fmoe_rt_grouped_gemm_dact,
+    dh written over h); the numbers match the brute force as the default
+    module's do. Other activations compile as without the option."""
+    layer = make_layer(e, k, torch.bfloat16, activation=activation, seed=e + k)
+    compiled = fmoe.compile(layer, keep_activations=True)
+    (info,) = compiled._fmoe_modules.values()
+    kept = b"fmoe_rt_grouped_gemm_dact" in info.path.read_bytes()
+    assert kept == (activation == "gelu"), "keep_activations was not applied as expected"
+    for shape in [SHAPES[1], SHAPES[7], SHAPES[257]]:
+        check_layer(layer, compiled, shape, torch.bfloat16, activation)
+    # The default module keeps nothing.
+    (info,) = fmoe.compile(layer)._fmoe_modules.values()
+    assert b"fmoe_rt_grouped_gemm_dact" not in info.path.read_bytes()
+
+
 def test_top_k_larger_than_experts_is_refused():
     layer = make_layer(4, 2, torch.float32)
     layer.top_k = 5

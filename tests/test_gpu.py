@@ -69,11 +69,12 @@ def run(layer, x, g):
     return y.detach(), grads
 
 
-def check_layer(cpu_layer, act, dtype, shapes):
+def check_layer(cpu_layer, act, dtype, shapes, **options):
     """The compiled layer on the GPU against the fp64 brute force (and, in
-    fp32, against the CPU backend) for inputs of each shape."""
+    fp32, against the CPU backend) for inputs of each shape. `options` go
+    to fmoe.compile."""
     gpu_layer = copy.deepcopy(cpu_layer).cuda()
-    compiled_gpu = fmoe.compile(gpu_layer)
+    compiled_gpu = fmoe.compile(gpu_layer, **options)
     for shape in shapes:
         torch.manual_seed(2)
         x = torch.randn(*shape, dtype=dtype)
@@ -137,6 +138,19 @@ def test_bias_gemm_without_the_fused_kernel(monkeypatch):
     monkeypatch.setenv("FMOE_NO_FUSED_GEMM", "1")
     layer = make_layer(4, 2, "gelu", torch.bfloat16, d_model=512, d_hidden=2048)
     check_layer(layer, "gelu", torch.bfloat16, [(5, 512), (96, 512)])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fused", [True, False], ids=["cutlass", "fallback"])
+def test_keep_activations(fused, monkeypatch):
+    """keep_activations=True: the backward's da GEMM applies gelu'(h) in its
+    epilogue and writes dh over h (CUTLASS DGrad in place), or, with
+    FMOE_NO_FUSED_GEMM=1, the plain GEMM into a scratch buffer and a dGeLU
+    pass; within the same bounds as the default module."""
+    if not fused:
+        monkeypatch.setenv("FMOE_NO_FUSED_GEMM", "1")
+    layer = make_layer(4, 2, "gelu", torch.bfloat16, d_model=512, d_hidden=2048)
+    check_layer(layer, "gelu", torch.bfloat16, [(5, 512), (96, 512)], keep_activations=True)
 
 
 @pytest.mark.gpu

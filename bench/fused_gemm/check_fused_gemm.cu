@@ -896,9 +896,11 @@ void refusals() {
     a.epilogue = FusedEpilogue::DGrad;
     a.nt = true;
   });
-  add("DGrad with d == aux", [](FusedGemmArgs &a) {
+  // (d == aux with ldd == ldaux is allowed: DGrad in place, checked above.)
+  add("DGrad over aux, ldd != ldaux", [](FusedGemmArgs &a) {
     a.epilogue = FusedEpilogue::DGrad;
     a.nt = false;
+    a.ldd = 72;
   });
   add("BiasAct without aux", [](FusedGemmArgs &a) {
     a.epilogue = FusedEpilogue::BiasAct;

@@ -20,8 +20,8 @@ void mlir::fmoe::buildLowerMoePipeline(OpPassManager &pm,
       options.worldSize, options.strategy, options.loadProfile, options.shadow,
       options.shadowHot}));
   // The kept activations serve the backward's fused dGeLU epilogue.
-  pm.addPass(createFMoEGenerateBackward(
-      FMoEGenerateBackwardOptions{options.fusedEpilogues}));
+  pm.addPass(createFMoEGenerateBackward(FMoEGenerateBackwardOptions{
+      options.keepActivations && options.fusedEpilogues}));
   pm.addPass(createFMoEFuse(FMoEFuseOptions{options.gatherCombine}));
   pm.addPass(createFMoELowerToRuntime(FMoELowerToRuntimeOptions{
       options.chip, options.keepSaved, options.fusedEpilogues}));

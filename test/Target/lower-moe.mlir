@@ -3,6 +3,13 @@
 // RUN: fmoe-opt --lower-moe %examples/moe_gelu.mlir | FileCheck %s --check-prefix=GELU
 // RUN: fmoe-opt --lower-moe %examples/moe_gelu_4ranks.mlir | FileCheck %s --check-prefix=EP4
 // RUN: fmoe-opt --lower-moe %examples/moe_swiglu_e64.mlir | FileCheck %s --check-prefix=SWIGLU
+// RUN: fmoe-opt "--lower-moe=keep-activations=true" %examples/moe_gelu.mlir | FileCheck %s --check-prefix=KEEP
+
+// KEEP-LABEL: func.func @moe_gelu_backward(
+// KEEP: call @fmoe_rt_grouped_gemm_dact_bf16(
+// KEEP-SAME: activation = "gelu"
+// KEEP-NOT: act_and_grad
+// KEEP: gpu.binary
 
 // GELU-LABEL: func.func @moe_gelu(
 // GELU: gpu.launch_func @fmoe_kernels::@moe_gelu_gate_route
@@ -11,8 +18,6 @@
 // GELU: call @fmoe_rt_grouped_gemm_bias_bf16(
 // GELU-SAME: n = 1024
 // GELU-LABEL: func.func @moe_gelu_backward(
-// GELU: call @fmoe_rt_grouped_gemm_dact_bf16(
-// GELU-SAME: activation = "gelu"
 // GELU: call @fmoe_rt_grouped_wgrad_bf16(
 // GELU-NOT: gpu.module
 // GELU: gpu.binary @fmoe_kernels {{ *}}[#gpu.object<#nvvm.target<O = 3, chip = "sm_90", features = "+ptx80">
@@ -25,6 +30,7 @@
 // GELU-SAME: .entry moe_gelu_combine(
 // GELU-SAME: .entry moe_gelu_backward_combine_grad(
 // GELU-SAME: .entry moe_gelu_backward_gather(
+// GELU-SAME: .entry moe_gelu_backward_act_and_grad(
 // GELU-SAME: .entry moe_gelu_backward_fc2_bias_grad(
 // GELU-SAME: .entry moe_gelu_backward_fc1_bias_grad(
 // GELU-SAME: .entry moe_gelu_backward_gather_grad(

@@ -3,8 +3,8 @@
 // RUN: not fmoe-opt %inputs/layer.mlir --fmoe-decompose --fmoe-fuse --fmoe-generate-backward 2>&1 | FileCheck %s --check-prefix=FUSED
 // RUN: fmoe-opt %inputs/layer_fine.mlir --fmoe-decompose --fmoe-generate-backward --fmoe-fuse | FileCheck %s --check-prefix=FINE
 // RUN: fmoe-opt %inputs/layer_ep2.mlir --fmoe-decompose --fmoe-place-experts=shadow=1 --fmoe-generate-backward | FileCheck %s --check-prefix=SHADOW
-// RUN: fmoe-opt %S/fmoe-lower-to-runtime-epilogues.mlir --fmoe-decompose --fmoe-generate-backward | FileCheck %s --check-prefix=KEEP
-// RUN: fmoe-opt %S/fmoe-lower-to-runtime-epilogues.mlir --fmoe-decompose --fmoe-generate-backward=keep-activations=false | FileCheck %s --check-prefix=NOKEEP
+// RUN: fmoe-opt %S/fmoe-lower-to-runtime-epilogues.mlir --fmoe-decompose --fmoe-generate-backward=keep-activations=true | FileCheck %s --check-prefix=KEEP
+// RUN: fmoe-opt %S/fmoe-lower-to-runtime-epilogues.mlir --fmoe-decompose --fmoe-generate-backward | FileCheck %s --check-prefix=NOKEEP
 
 // The forward returns the values its backward reads, after its output.
 // CHECK-LABEL: func.func @layer(
@@ -62,7 +62,7 @@
 // FINE-NOT: fmoe.gather %
 // FINE: fmoe.expert_grad
 
-// Kept activations (keep-activations, the default): a bf16 GeLU expert with
+// Kept activations (keep-activations, off by default): a bf16 GeLU expert with
 // both biases returns act(h) as a third result, the forward saves it and
 // the backward's expert_grad reads it; ReLU and f32 experts do not.
 // KEEP-LABEL: func.func @gelu_bf16(

@@ -1,8 +1,9 @@
-// RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s
-// RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward=keep-activations=false --fmoe-fuse --fmoe-lower-to-runtime=fused-epilogues=false | FileCheck %s --check-prefix=UNFUSED
+// RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward=keep-activations=true --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s
+// RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s --check-prefix=DEFAULT
+// RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime=fused-epilogues=false | FileCheck %s --check-prefix=UNFUSED
 // Kept activations lowered without the fused epilogues: the backward
 // computes dh (and a again, over da) with act_and_grad.
-// RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime=fused-epilogues=false | FileCheck %s --check-prefix=KEPT
+// RUN: fmoe-opt %s --fmoe-decompose --fmoe-generate-backward=keep-activations=true --fmoe-fuse --fmoe-lower-to-runtime=fused-epilogues=false | FileCheck %s --check-prefix=KEPT
 
 // bf16 experts with both biases: each bias goes into its GEMM's epilogue
 // (fmoe_rt_grouped_gemm_bias), the activation is a row kernel reading h
@@ -86,3 +87,10 @@ func.func @gelu_f32(%x: tensor<?x16xf32>, %wg: tensor<4x16xf32>,
 // KEPT: call @fmoe_rt_grouped_gemm_bf16(%[[DY:[a-z0-9_]+]], %arg6, %[[DA:[a-z0-9_]+]],
 // KEPT: @fmoe_kernels::@gelu_bf16_backward_act_and_grad
 // KEPT: call @fmoe_rt_grouped_wgrad_bf16(%[[DY]], %[[DA]],
+
+// By default the forward keeps no activations: the backward computes a and
+// dh in act_and_grad (memory as without the fused epilogues).
+// DEFAULT-LABEL: func.func @gelu_bf16_backward(
+// DEFAULT-NOT: grouped_gemm_dact
+// DEFAULT: call @fmoe_rt_grouped_gemm_bf16(
+// DEFAULT: @fmoe_kernels::@gelu_bf16_backward_act_and_grad

@@ -60,6 +60,12 @@ int main(int argc, char **argv) {
       cl::desc("keep bias and activation out of the grouped GEMMs (row "
                "kernels instead)"),
       cl::init(false));
+  static cl::opt<bool> keepActivations(
+      "keep-activations",
+      cl::desc("keep bf16 GeLU experts' activations for the backward, whose "
+               "da GEMM then applies gelu'(h) in its epilogue (one more "
+               "[rows, d_hidden] buffer held until the backward ends)"),
+      cl::init(false));
   static cl::opt<bool> emitMlir(
       "emit-mlir", cl::desc("print the lowered IR instead of the module"),
       cl::init(false));
@@ -93,6 +99,7 @@ int main(int argc, char **argv) {
   options.gatherCombine = !noGatherCombine;
   options.keepSaved = keepSaved;
   options.fusedEpilogues = !noFusedEpilogues;
+  options.keepActivations = keepActivations;
   PassManager pm(&context);
   mlir::fmoe::buildLowerMoePipeline(pm, options);
   if (failed(pm.run(*module)))

@@ -61,6 +61,11 @@ struct LowerMoeOptions : public PassPipelineOptions<LowerMoeOptions> {
       *this, "fused-epilogues",
       llvm::cl::desc("bias and activation in the grouped GEMMs' epilogues"),
       llvm::cl::init(true)};
+  PassOptions::Option<bool> keepActivations{
+      *this, "keep-activations",
+      llvm::cl::desc("keep bf16 GeLU experts' activations for the backward "
+                     "(its da GEMM fuses gelu'(h); more memory)"),
+      llvm::cl::init(false)};
   PassOptions::Option<std::string> toolkit{
       *this, "cuda-toolkit",
       llvm::cl::desc("CUDA toolkit with libdevice (empty: MLIR's default)"),

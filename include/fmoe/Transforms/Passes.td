@@ -139,11 +139,13 @@ def FMoEGenerateBackward : Pass<"fmoe-generate-backward", "ModuleOp"> {
     than saved, unless the experts are fine-grained (d_hidden <= d_model),
     where the gather weighs more against the expert GEMMs (then
     --fmoe-fuse leaves the gather out of the GEMM: it runs once, and the
-    rows are saved). With `keep-activations` (the default), a bf16 GeLU
+    rows are saved). With `keep-activations` (off by default), a bf16 GeLU
     expert MLP with both biases also keeps its activations act(h) (an extra
     result `act` of `fmoe.expert`, saved): its backward then applies
     gelu'(h) in the epilogue of the da GEMM and reads act(h) for the fc2
-    weight gradient instead of recomputing it (docs/fused-gemm.md).
+    weight gradient instead of recomputing it. That trades memory (one more
+    [rows, d_hidden] buffer held from the forward to the end of the
+    backward) for a pass over h (docs/fused-gemm.md).
 
     Before:
 
@@ -159,9 +161,10 @@ def FMoEGenerateBackward : Pass<"fmoe-generate-backward", "ModuleOp"> {
     ```
   }];
   let options = [
-    Option<"keepActivations", "keep-activations", "bool", /*default=*/"true",
+    Option<"keepActivations", "keep-activations", "bool", /*default=*/"false",
            "keep the activations of bf16 GeLU experts (with both biases) "
-           "for the backward, whose da GEMM then fuses gelu'(h)">,
+           "for the backward, whose da GEMM then fuses gelu'(h) (more "
+           "memory, one pass less)">,
   ];
   let dependentDialects = ["::mlir::fmoe::FMoEDialect", "::mlir::func::FuncDialect"];
 }
