@@ -29,7 +29,15 @@ for s in bench_moe.SHAPES.values():
     fmoe.compile(bench_moe.make_layer(s, device="meta"))
     # bench_moe.py's fmoe_unfused: the same layer without fused epilogues.
     fmoe.compile(bench_moe.make_layer(s, device="meta"), no_fused_epilogues="true")
-    count += 2
+    # fmoe_keep: the activations kept for the backward.
+    fmoe.compile(bench_moe.make_layer(s, device="meta"), keep_activations=True)
+    count += 3
+# tests/test_gpu.py::test_keep_activations.
+fmoe.compile(
+    test_gpu.make_layer(4, 2, "gelu", torch.bfloat16, device="meta", d_model=512, d_hidden=2048),
+    keep_activations=True,
+)
+count += 1
 # The demo's MoE layers (examples/train_lm.py), for running it on the GPU.
 sys.path.insert(0, str(ROOT / "examples"))
 import train_lm  # noqa: E402
