@@ -39,6 +39,12 @@ if [ "${1:-}" = ep ]; then
     echo "== bench_ep on $n GPUs"
     torchrun --standalone --nproc-per-node "$n" bench/bench_ep.py --json "$out/ep-${n}gpu.json" "$@" \
       2>&1 | grep -v "^W\|OMP_NUM_THREADS\|^\*\*\*" | tee "$out/ep-${n}gpu.log"
+    [ "$n" -gt 1 ] || continue
+    # The same on the runtime's own NCCL communicator.
+    echo "== bench_ep on $n GPUs, FMOE_COMMUNICATOR=nccl"
+    FMOE_COMMUNICATOR=nccl torchrun --standalone --nproc-per-node "$n" bench/bench_ep.py \
+      --json "$out/ep-${n}gpu-nccl.json" "$@" \
+      2>&1 | grep -v "^W\|OMP_NUM_THREADS\|^\*\*\*" | tee "$out/ep-${n}gpu-nccl.log"
   done
   exit 0
 fi

@@ -190,12 +190,19 @@ def test_shadowed_experts_match_single_process(world, strategy, shadow, tmp_path
     spawn(world, strategy, tmp_path, shadow=shadow)
 
 
+# The exchanges over the process group's own all-to-all (the default) and
+# over the runtime's own NCCL communicator (FMOE_COMMUNICATOR=nccl).
+COMMUNICATORS = pytest.mark.parametrize("communicator", ["torch", "nccl"])
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("world", [2, 4])
 @pytest.mark.parametrize("strategy", ["contiguous", "round-robin"])
-def test_expert_parallel_over_nccl(world, strategy):
+@COMMUNICATORS
+def test_expert_parallel_over_nccl(world, strategy, communicator, monkeypatch):
     if torch.cuda.device_count() < world:
         pytest.skip(f"needs {world} GPUs, this machine has {torch.cuda.device_count()}")
+    monkeypatch.setenv("FMOE_COMMUNICATOR", communicator)
     # The GPU machine has no compiler: modules come from the shared cache
     # (bench/prepare_cache.py compiles these configurations).
     spawn(world, strategy, os.environ["FMOE_CACHE_DIR"], device="cuda")
@@ -203,10 +210,52 @@ def test_expert_parallel_over_nccl(world, strategy):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("world", [2, 4])
-def test_shadowed_experts_over_nccl(world):
+@COMMUNICATORS
+def test_shadowed_experts_over_nccl(world, communicator, monkeypatch):
     if torch.cuda.device_count() < world:
         pytest.skip(f"needs {world} GPUs, this machine has {torch.cuda.device_count()}")
+    monkeypatch.setenv("FMOE_COMMUNICATOR", communicator)
     spawn(world, "contiguous", os.environ["FMOE_CACHE_DIR"], device="cuda", shadow=[1])
+
+
+def _dying_gpu_worker(rank, world, port, cache):
+    os.environ["FMOE_CACHE_DIR"] = cache
+    import time
+
+    torch.cuda.set_device(rank)
+    init_rank(rank, world, port, "nccl", timeout=60)
+    layer = fmoe.FMoETransformerMLP(
+        num_expert=LOCAL, d_model=D_MODEL, d_hidden=D_HIDDEN, top_k=2, world_size=world
+    ).cuda()
+    # (placement as in the cache that bench/prepare_cache.py fills)
+    compiled = fmoe.compile(layer, placement="contiguous")
+    compiled(torch.randn(6, D_MODEL, device="cuda"))  # the communicator exists
+    torch.cuda.synchronize()
+    dist.barrier()
+    if rank == 1:
+        os._exit(0)  # the peer dies between two steps
+    start = time.time()
+    try:
+        compiled(torch.randn(6, D_MODEL, device="cuda"))
+        torch.cuda.synchronize()
+    except RuntimeError as e:
+        elapsed = time.time() - start
+        print(f"rank 0 got an error after {elapsed:.1f}s: {str(e).splitlines()[0]}")
+        os._exit(0 if elapsed < 60 else 1)
+    print("rank 0: no error although its peer died")
+    os._exit(1)
+
+
+@pytest.mark.gpu
+def test_own_nccl_communicator_dead_peer_gives_an_error(monkeypatch):
+    """FMOE_COMMUNICATOR=nccl: a peer that dies after the communicator was
+    made fails the survivor's next exchange within FMOE_NCCL_TIMEOUT_S (NCCL's
+    own error, or the runtime's timeout and abort), never a hang."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"needs 2 GPUs, this machine has {torch.cuda.device_count()}")
+    monkeypatch.setenv("FMOE_COMMUNICATOR", "nccl")
+    monkeypatch.setenv("FMOE_NCCL_TIMEOUT_S", "20")
+    run_ranks(_dying_gpu_worker, 2, os.environ["FMOE_CACHE_DIR"])
 
 
 def test_ranks_that_disagree_get_an_error(tmp_path):

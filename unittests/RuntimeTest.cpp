@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "fmoe/Runtime/Runtime.h"
+#include "fmoe/Runtime/Nccl.h"
 
 #include <gtest/gtest.h>
 
@@ -232,6 +233,28 @@ TEST(Runtime, CudaBackendIsRefusedClearlyWithoutAGpu) {
   try {
     createCudaBackend(0, nullptr);
     FAIL() << "a CUDA backend was created without a GPU";
+  } catch (const Error &e) {
+    EXPECT_FALSE(std::string(e.what()).empty());
+  }
+}
+
+TEST(Runtime, NcclCommunicatorRefusesBadArguments) {
+  // Checked before NCCL or a GPU is touched (and, in a build without CUDA,
+  // refused as such): an Error with a message, never a crash.
+  NcclUniqueId id{};
+  auto stream = []() -> void * { return nullptr; };
+  for (auto [rank, size] :
+       {std::pair<int64_t, int64_t>{2, 2}, {-1, 2}, {0, 0}}) {
+    try {
+      createNcclCommunicator(id, rank, size, 0, stream, 1.0);
+      FAIL() << "rank " << rank << " of " << size << " was accepted";
+    } catch (const Error &e) {
+      EXPECT_FALSE(std::string(e.what()).empty());
+    }
+  }
+  try {
+    createNcclCommunicator(id, 0, 2, 0, nullptr, 1.0);
+    FAIL() << "no stream provider was accepted";
   } catch (const Error &e) {
     EXPECT_FALSE(std::string(e.what()).empty());
   }

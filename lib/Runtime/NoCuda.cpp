@@ -4,7 +4,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "fmoe/Runtime/Runtime.h"
+#include "fmoe/Runtime/Nccl.h"
 
 namespace fmoe::runtime {
 
@@ -13,6 +13,19 @@ bool cudaBackendAvailable() { return false; }
 std::unique_ptr<Backend> createCudaBackend(int, void *) {
   throw Error("this fmoe runtime was built without CUDA support "
               "(FMOE_ENABLE_CUDA=OFF): only the CPU backend is available");
+}
+
+NcclUniqueId ncclUniqueId() {
+  throw Error("this fmoe runtime was built without CUDA support: no NCCL "
+              "communicator");
+}
+
+std::unique_ptr<Communicator> createNcclCommunicator(const NcclUniqueId &,
+                                                     int64_t, int64_t, int,
+                                                     std::function<void *()>,
+                                                     double) {
+  throw Error("this fmoe runtime was built without CUDA support: no NCCL "
+              "communicator");
 }
 
 } // namespace fmoe::runtime

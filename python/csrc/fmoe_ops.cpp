@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "fmoe/Runtime/Nccl.h"
 #include "fmoe/Runtime/Runtime.h"
 
 #include <ATen/ATen.h>
@@ -23,6 +24,8 @@
 #include <c10/cuda/CUDAStream.h>
 #endif
 
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 
@@ -334,6 +337,69 @@ private:
   at::Device device;
 };
 
+#ifdef FMOE_HAS_CUDA
+/// FMOE_COMMUNICATOR=nccl: expert-parallel exchanges on the runtime's own
+/// NCCL communicator (include/fmoe/Runtime/Nccl.h), one per process group
+/// and device, created on the group's first exchange from an ncclUniqueId
+/// that rank 0 makes and broadcasts over the group itself. Otherwise (the
+/// default) the group's own all-to-all (ProcessGroupCommunicator).
+bool ownNcclWanted() {
+  const char *v = std::getenv("FMOE_COMMUNICATOR");
+  if (!v || !*v || std::string(v) == "torch")
+    return false;
+  TORCH_CHECK(std::string(v) == "nccl", "fmoe: FMOE_COMMUNICATOR=", v,
+              ": expected torch (the default) or nccl");
+  return true;
+}
+
+/// The runtime's NCCL communicator of `group` on `device`, created on first
+/// use (collectively: every rank of the group gets here in the same
+/// exchange). Kept for the process's lifetime.
+Communicator *ownNccl(const std::string &group, at::Device device) {
+  static std::mutex mutex;
+  static auto *made =
+      new std::map<std::pair<std::string, int>, std::unique_ptr<Communicator>>;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto key = std::make_pair(group, int(device.index()));
+  auto it = made->find(key);
+  if (it != made->end())
+    return it->second.get();
+  TORCH_CHECK(device.is_cuda(),
+              "fmoe: FMOE_COMMUNICATOR=nccl needs CUDA "
+              "tensors, got ",
+              device);
+  auto pg = c10d::resolve_process_group(group);
+  // The id travels as a CUDA byte tensor: the group may be NCCL's, which
+  // does not broadcast host tensors.
+  at::Tensor id = at::zeros({int64_t(sizeof(NcclUniqueId))},
+                            at::TensorOptions().dtype(at::kByte));
+  if (pg->getRank() == 0) {
+    NcclUniqueId made0 = ncclUniqueId();
+    std::memcpy(id.data_ptr(), made0.data(), made0.size());
+  }
+  std::vector<at::Tensor> t{id.to(device)};
+  c10d::BroadcastOptions opts;
+  opts.rootRank = 0;
+  pg->broadcast(t, opts)->wait();
+  at::Tensor back = t[0].cpu();
+  NcclUniqueId shared;
+  std::memcpy(shared.data(), back.data_ptr(), shared.size());
+  double timeout = 300.0;
+  if (const char *s = std::getenv("FMOE_NCCL_TIMEOUT_S"))
+    timeout = std::stod(s);
+  int index = device.index();
+  auto comm = createNcclCommunicator(
+      shared, pg->getRank(), pg->getSize(), index,
+      [index]() -> void * {
+        return c10::cuda::getCurrentCUDAStream(index).stream();
+      },
+      timeout);
+  Communicator *raw = comm.get();
+  (*made)[key] = std::move(comm);
+  return raw;
+}
+#endif
+
 /// Runs program `kind` of module `handle` for `tokens` tokens. Inputs are
 /// contiguous tensors in the program's input order; the outputs are new
 /// flat tensors in its output order.
@@ -386,10 +452,17 @@ std::vector<at::Tensor> run(int64_t handle, const std::string &kind,
       guard.emplace(device);
 #endif
     std::unique_ptr<Communicator> comm;
-    if (group)
+    Communicator *communicator = nullptr;
+#ifdef FMOE_HAS_CUDA
+    if (group && device.is_cuda() && ownNcclWanted())
+      communicator = ownNccl(*group, device);
+#endif
+    if (group && !communicator) {
       comm = std::make_unique<ProcessGroupCommunicator>(
           c10d::resolve_process_group(*group), device);
-    execute(*m, program, backendFor(device), in, out, tokens, comm.get(),
+      communicator = comm.get();
+    }
+    execute(*m, program, backendFor(device), in, out, tokens, communicator,
             allocate);
     // An output of zero elements (e.g. no rows arrived) is never allocated.
     for (size_t i = 0; i < results.size(); ++i)
