@@ -24,8 +24,10 @@ namespace {
 class HostTiming {
 public:
   static HostTiming *get() {
-    static HostTiming *timing =
-        std::getenv("FMOE_HOST_TIMING") ? new HostTiming : nullptr;
+    static HostTiming *timing = [] {
+      const char *v = std::getenv("FMOE_HOST_TIMING");
+      return v && *v && std::string(v) != "0" ? new HostTiming : nullptr;
+    }();
     return timing;
   }
   void add(const std::string &program, const std::string &what, double us) {

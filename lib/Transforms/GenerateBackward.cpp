@@ -155,13 +155,15 @@ private:
           e.getFc2Weight().getType(), type(e.getFc2Bias()), g, in(e.getRows()),
           in(e.getOffsets()), in(e.getH()), act, in(e.getFc1Weight()), up,
           in(e.getFc2Weight()), e.getActivationAttr());
+      // (`op` may have been replaced by withActivations: diagnose on e.)
+      Operation *at = e.getOperation();
       return success(
-          succeeded(addAdj(op, e.getRows(), grad.getGradRows())) &&
-          succeeded(addAdj(op, e.getFc1Weight(), grad.getGradFc1Weight())) &&
-          succeeded(addAdj(op, e.getFc1Bias(), grad.getGradFc1Bias())) &&
-          succeeded(addAdj(op, e.getUpWeight(), grad.getGradUpWeight())) &&
-          succeeded(addAdj(op, e.getFc2Weight(), grad.getGradFc2Weight())) &&
-          succeeded(addAdj(op, e.getFc2Bias(), grad.getGradFc2Bias())));
+          succeeded(addAdj(at, e.getRows(), grad.getGradRows())) &&
+          succeeded(addAdj(at, e.getFc1Weight(), grad.getGradFc1Weight())) &&
+          succeeded(addAdj(at, e.getFc1Bias(), grad.getGradFc1Bias())) &&
+          succeeded(addAdj(at, e.getUpWeight(), grad.getGradUpWeight())) &&
+          succeeded(addAdj(at, e.getFc2Weight(), grad.getGradFc2Weight())) &&
+          succeeded(addAdj(at, e.getFc2Bias(), grad.getGradFc2Bias())));
     }
     if (auto gather = dyn_cast<GatherOp>(op)) {
       Value g = adj.lookup(gather.getRows());
@@ -214,6 +216,8 @@ private:
 
   static bool keepsActivationsOf(ExpertOp e) {
     auto w1 = cast<ShapedType>(e.getFc1Weight().getType());
+    if (!w1.hasStaticShape())
+      return false;
     return keepsActivations(w1.getElementType(), e.getActivation(),
                             bool(e.getFc1Bias()), bool(e.getFc2Bias()),
                             w1.getDimSize(1), w1.getDimSize(2));

@@ -356,37 +356,60 @@ bool ownNcclWanted() {
 /// use (collectively: every rank of the group gets here in the same
 /// exchange). Kept for the process's lifetime.
 Communicator *ownNccl(const std::string &group, at::Device device) {
+  // (One lock for every group: a communicator's collective set-up happens
+  // once per group and process, with every rank of the group taking part.)
   static std::mutex mutex;
   static auto *made =
       new std::map<std::pair<std::string, int>, std::unique_ptr<Communicator>>;
   std::lock_guard<std::mutex> lock(mutex);
-  auto key = std::make_pair(group, int(device.index()));
-  auto it = made->find(key);
-  if (it != made->end())
-    return it->second.get();
   TORCH_CHECK(device.is_cuda(),
               "fmoe: FMOE_COMMUNICATOR=nccl needs CUDA "
               "tensors, got ",
               device);
   auto pg = c10d::resolve_process_group(group);
-  // The id travels as a CUDA byte tensor: the group may be NCCL's, which
-  // does not broadcast host tensors.
-  at::Tensor id = at::zeros({int64_t(sizeof(NcclUniqueId))},
-                            at::TensorOptions().dtype(at::kByte));
+  auto key = std::make_pair(group, int(device.index()));
+  auto it = made->find(key);
+  // A group re-created under the same name (other ranks or size) gets a
+  // new communicator.
+  if (it != made->end() && it->second->rank() == pg->getRank() &&
+      it->second->size() == pg->getSize())
+    return it->second.get();
+  double timeout = 300.0;
+  if (const char *s = std::getenv("FMOE_NCCL_TIMEOUT_S")) {
+    char *end = nullptr;
+    timeout = std::strtod(s, &end);
+    TORCH_CHECK(end != s && *end == '\0' && timeout > 0,
+                "fmoe: FMOE_NCCL_TIMEOUT_S=", s,
+                ": expected a positive number of seconds");
+  }
+  // Rank 0 makes the id and broadcasts it over the group, with a status
+  // byte first (0: rank 0 could not make one, and every rank fails here
+  // rather than waiting for it). The bytes travel as a CUDA tensor: the
+  // group may be NCCL's, which does not broadcast host tensors.
+  constexpr int64_t kBytes = 1 + int64_t(sizeof(NcclUniqueId));
+  at::Tensor id = at::zeros({kBytes}, at::TensorOptions().dtype(at::kByte));
+  std::string failure;
   if (pg->getRank() == 0) {
-    NcclUniqueId made0 = ncclUniqueId();
-    std::memcpy(id.data_ptr(), made0.data(), made0.size());
+    try {
+      NcclUniqueId fresh = ncclUniqueId();
+      auto *bytes = static_cast<uint8_t *>(id.data_ptr());
+      bytes[0] = 1;
+      std::memcpy(bytes + 1, fresh.data(), fresh.size());
+    } catch (const Error &e) {
+      failure = e.what();
+    }
   }
   std::vector<at::Tensor> t{id.to(device)};
   c10d::BroadcastOptions opts;
   opts.rootRank = 0;
   pg->broadcast(t, opts)->wait();
   at::Tensor back = t[0].cpu();
+  auto *bytes = static_cast<const uint8_t *>(back.data_ptr());
+  TORCH_CHECK(bytes[0] == 1, "fmoe: rank 0 of group ", group,
+              " could not make an NCCL id for fmoe's communicator",
+              failure.empty() ? std::string() : ": " + failure);
   NcclUniqueId shared;
-  std::memcpy(shared.data(), back.data_ptr(), shared.size());
-  double timeout = 300.0;
-  if (const char *s = std::getenv("FMOE_NCCL_TIMEOUT_S"))
-    timeout = std::stod(s);
+  std::memcpy(shared.data(), bytes + 1, shared.size());
   int index = device.index();
   auto comm = createNcclCommunicator(
       shared, pg->getRank(), pg->getSize(), index,

@@ -778,24 +778,25 @@ void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
   // over h, the GEMM goes to a buffer of its own first (it would overwrite
   // h before the pass reads it), which the pass then reads.
   BufferRef out = c;
-  void *scratch = nullptr;
+  struct Scratch { // freed (stream-ordered) on every way out
+    CudaBackend &backend;
+    void *data = nullptr;
+    ~Scratch() {
+      if (data)
+        backend.deallocate(data);
+    }
+  } scratch{*this};
   if (dact && c.data == x.data) {
-    scratch = allocate(size_t(c.numel) * dtypeSize(type));
-    out.data = scratch;
+    scratch.data = allocate(size_t(c.numel) * dtypeSize(type));
+    out.data = scratch.data;
   }
   std::vector<BufferRef> plain{a, w, out, offsets};
   const CudaLibraryHook::Fn &hook = CudaLibraryHook::get();
-  try {
-    if (!hook || !hook("fmoe_rt_grouped_gemm", attrs.command(), plain, stream))
-      groupedGemm(attrs, target, plain, /*gather=*/false);
-  } catch (...) {
-    if (scratch)
-      deallocate(scratch);
-    throw;
-  }
+  if (!hook || !hook("fmoe_rt_grouped_gemm", attrs.command(), plain, stream))
+    groupedGemm(attrs, target, plain, /*gather=*/false);
   cuda::EpilogueArgs e;
   e.c = cData;
-  e.src = scratch; // null: c itself
+  e.src = scratch.data; // null: c itself
   e.x = x.data;
   e.dgelu = dact;
   e.offsets = static_cast<const int32_t *>(offsets.data);
@@ -805,8 +806,6 @@ void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
   e.groups = groups;
   e.localExperts = local;
   cuda::launchEpilogue(type, e, stream);
-  if (scratch)
-    deallocate(scratch); // stream-ordered: after the pass
 }
 
 void CudaBackend::groupedWgrad(const Attrs &attrs, const LibraryTarget &target,

@@ -4,7 +4,8 @@
 //
 // NCCL is opened with dlopen, so its declarations are restated here: the
 // few types and functions of NCCL 2.x's C API this file calls (their
-// values and signatures are those of nccl.h, stable since NCCL 2.7).
+// values and signatures are those of nccl.h; ncclBfloat16 needs NCCL 2.10
+// or newer, which every CUDA 12/13 build of torch ships).
 //
 //===----------------------------------------------------------------------===//
 
@@ -15,6 +16,7 @@
 #include <chrono>
 #include <dlfcn.h>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -119,15 +121,18 @@ public:
                    std::function<void *()> stream, double timeoutSeconds)
       : comm(comm), rank_(rank), size_(size), device(device),
         stream(std::move(stream)), timeoutSeconds(timeoutSeconds) {
-    checkCuda(cudaEventCreateWithFlags(&done, cudaEventDisableTiming),
-              "cudaEventCreate");
+    cudaError_t e = cudaEventCreateWithFlags(&done, cudaEventDisableTiming);
+    if (e != cudaSuccess) {
+      abort();
+      checkCuda(e, "cudaEventCreate");
+    }
   }
   // The communicator is aborted (not destroyed, which would wait for the
   // peers) when it is dropped: groups live as long as the process.
   ~NcclCommunicator() override {
-    cudaEventDestroy(done);
-    if (comm)
-      nccl().ncclCommAbort(comm);
+    if (done)
+      cudaEventDestroy(done);
+    abort();
   }
 
   int64_t rank() const override { return rank_; }
@@ -141,6 +146,7 @@ public:
                   std::to_string(sendBytes.size()) + " / " +
                   std::to_string(recvBytes.size()) + " sizes on " +
                   std::to_string(size_) + " ranks");
+    std::lock_guard<std::mutex> lock(mutex);
     cudaStream_t s = current();
     const NcclApi &api = nccl();
     check(api.ncclGroupStart(), "group start");
@@ -165,6 +171,7 @@ public:
   }
 
   void broadcast(void *data, int64_t bytes, int64_t root) override {
+    std::lock_guard<std::mutex> lock(mutex);
     cudaStream_t s = current();
     check(nccl().ncclBroadcast(data, data, size_t(bytes), kUint8, int(root),
                                comm, s),
@@ -173,6 +180,7 @@ public:
   }
 
   void reduceSum(void *data, int64_t count, DType type, int64_t root) override {
+    std::lock_guard<std::mutex> lock(mutex);
     cudaStream_t s = current();
     check(nccl().ncclReduce(data, data, size_t(count), ncclType(type), kSum,
                             int(root), comm, s),
@@ -181,14 +189,20 @@ public:
   }
 
 private:
+  /// The device's current stream (and a communicator still usable: one
+  /// that was aborted after a failure stays so; the job must restart).
   cudaStream_t current() {
+    if (!comm)
+      throw Error("fmoe's NCCL communicator was aborted after an earlier "
+                  "failure (a peer died or timed out); restart the job");
     checkCuda(cudaSetDevice(device), "cudaSetDevice");
     return static_cast<cudaStream_t>(stream());
   }
 
   /// Returns once the stream has done the collective; polls NCCL's
   /// asynchronous error meanwhile and gives up after the timeout, aborting
-  /// the communicator (which also releases the peers' waits with an error).
+  /// this rank's communicator (the abort is local: the peers get out by
+  /// their own error or timeout).
   void wait(cudaStream_t s, const char *what) {
     checkCuda(cudaEventRecord(done, s), "cudaEventRecord");
     auto deadline = std::chrono::steady_clock::now() +
@@ -226,6 +240,7 @@ private:
     comm = nullptr;
   }
 
+  std::mutex mutex; // one collective at a time on this communicator
   NcclCommPtr comm;
   int64_t rank_, size_;
   int device;
