@@ -1117,41 +1117,19 @@ int main(int argc, char **argv) {
     s.time = true;
     configs.push_back(s);
   }
-  {
-    Config c{"classic fc1 (L16 N4096 K1024)",
-             16,
-             1,
-             4096,
-             1024,
-             spread(16, 32768, 1)};
+  // The benchmark layers' GEMM shapes, checked and timed: rows spread
+  // around rows/experts.
+  auto timed = [&](const char *name, int64_t experts, int64_t n, int64_t k,
+                   int64_t rows, uint32_t seed) {
+    Config c{name, experts, 1, n, k, spread(experts, rows, seed)};
     c.time = true;
     configs.push_back(c);
-    Config c2{"classic fc2/da (L16 N1024 K4096)",
-              16,
-              1,
-              1024,
-              4096,
-              spread(16, 32768, 2)};
-    c2.time = true;
-    configs.push_back(c2);
-  }
+  };
+  timed("classic fc1 (L16 N4096 K1024)", 16, 4096, 1024, 32768, 1);
+  timed("classic fc2/da (L16 N1024 K4096)", 16, 1024, 4096, 32768, 2);
   if (!quick) {
-    Config f{"fine-grained (L64 N1024 K2048)",
-             64,
-             1,
-             1024,
-             2048,
-             spread(64, 131072, 3)};
-    f.time = true;
-    configs.push_back(f);
-    Config m{"mixtral-like (L8 N14336 K4096)",
-             8,
-             1,
-             14336,
-             4096,
-             spread(8, 16384, 4)};
-    m.time = true;
-    configs.push_back(m);
+    timed("fine-grained (L64 N1024 K2048)", 64, 1024, 2048, 131072, 3);
+    timed("mixtral-like (L8 N14336 K4096)", 8, 14336, 4096, 16384, 4);
   }
 
   for (auto &c : configs)

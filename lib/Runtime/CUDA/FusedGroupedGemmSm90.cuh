@@ -525,43 +525,28 @@ using ScheduleFor = std::conditional_t<FMOE_FUSED_SCHEDULE_PINGPONG != 0,
 template <class Default> using ScheduleFor = Default;
 #endif
 
+/// A kind's layout (nt: B is N x K, K contiguous), source type (void: no C
+/// operand; bf16: h loaded as C) and epilogue tree, under its schedule.
+template <bool NT, class C, template <class> class TreeOf,
+          class Default = Cooperative>
+struct TraitsOf {
+  static constexpr bool kNT = NT;
+  using Schedule = ScheduleFor<Default>;
+  using ElementC = C;
+  using Tree = TreeOf<Schedule>;
+};
+
 template <Kind K> struct KindTraits;
-template <> struct KindTraits<Kind::NoneNT> {
-  static constexpr bool kNT = true;
-  using Schedule = ScheduleFor<Cooperative>;
-  using ElementC = void;
-  using Tree = NoneTree<Schedule>;
-};
-template <> struct KindTraits<Kind::NoneNN> {
-  static constexpr bool kNT = false;
-  using Schedule = ScheduleFor<Cooperative>;
-  using ElementC = void;
-  using Tree = NoneTree<Schedule>;
-};
-template <> struct KindTraits<Kind::BiasNT> {
-  static constexpr bool kNT = true;
-  using Schedule = ScheduleFor<Cooperative>;
-  using ElementC = void;
-  using Tree = BiasTree<Schedule>;
-};
-template <> struct KindTraits<Kind::BiasGeluNT> {
-  static constexpr bool kNT = true;
-  using Schedule = ScheduleFor<Cooperative>;
-  using ElementC = void;
-  using Tree = BiasGeluTree<Schedule>;
-};
-template <> struct KindTraits<Kind::DGeluNN> {
-  static constexpr bool kNT = false;
-  using Schedule = ScheduleFor<Cooperative>;
-  using ElementC = Bf16; // h, loaded by the collective as the source
-  using Tree = DGeluTree<Schedule>;
-};
-template <> struct KindTraits<Kind::DGradGeluNN> {
-  static constexpr bool kNT = false;
-  using Schedule = ScheduleFor<Cooperative>;
-  using ElementC = Bf16; // h, loaded by the collective as the source
-  using Tree = DGradGeluTree<Schedule>;
-};
+template <> struct KindTraits<Kind::NoneNT> : TraitsOf<true, void, NoneTree> {};
+template <>
+struct KindTraits<Kind::NoneNN> : TraitsOf<false, void, NoneTree> {};
+template <> struct KindTraits<Kind::BiasNT> : TraitsOf<true, void, BiasTree> {};
+template <>
+struct KindTraits<Kind::BiasGeluNT> : TraitsOf<true, void, BiasGeluTree> {};
+template <>
+struct KindTraits<Kind::DGeluNN> : TraitsOf<false, Bf16, DGeluTree> {};
+template <>
+struct KindTraits<Kind::DGradGeluNN> : TraitsOf<false, Bf16, DGradGeluTree> {};
 
 template <Kind K> struct GemmFor {
   using Traits = KindTraits<K>;
