@@ -10,7 +10,8 @@ with --no-fused-epilogues (bias and activation in row kernels instead of the
 grouped GEMMs' epilogues), for comparing the compiler's two choices;
 fmoe_keep: fmoe compiled with keep_activations=True (the forward keeps the
 activations, the backward's da GEMM applies GeLU's derivative in its
-epilogue).
+epilogue); fmoe_owngemm: fmoe with its plain grouped GEMMs on its own sm90
+kernel instead of torch's (FMOE_PLAIN_GEMM=own).
 Median of CUDA-event timings after warm-up, fresh random inputs every
 iteration; peak memory beside each. Prints a table and writes JSON.
 
@@ -20,7 +21,9 @@ iteration; peak memory beside each. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -182,8 +185,56 @@ def time_graph(fn, s, backward, params, warmup=3, iters=10):
     return statistics.median(times), peak
 
 
+# Environment of the fmoe variants that differ only in how the runtime runs
+# the same module.
+IMPL_ENV = {
+    "fmoe_owngemm": {"FMOE_PLAIN_GEMM": "own"},
+}
+
+
+@contextlib.contextmanager
+def env(values):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def timeline(p, top=8):
+    """Where the GPU waits within one step: the device's kernels and memory
+    operations in start order, the idle time between the first start and
+    the last end, and the longest gaps with the operations around them."""
+    ops = sorted(
+        (e.time_range.start, e.time_range.end, e.name)
+        for e in p.events()
+        if e.device_type == torch.autograd.DeviceType.CUDA
+    )
+    if not ops:
+        return
+    busy = sum(end - start for start, end, _ in ops)
+    span = ops[-1][1] - ops[0][0]
+    gaps, last_end, last_name = [], ops[0][1], ops[0][2]
+    for start, end, name in ops[1:]:
+        if start > last_end:
+            gaps.append((start - last_end, last_name, name))
+        if end > last_end:
+            last_end, last_name = end, name
+    idle = sum(g for g, _, _ in gaps)
+    print(f"   timeline: {len(ops)} device operations, busy {busy / 1e3:.3f} ms, span {span / 1e3:.3f} ms, "
+          f"idle {idle / 1e3:.3f} ms in {len(gaps)} gaps")
+    for g, before, after in sorted(gaps, reverse=True)[:top]:
+        print(f"   gap {g:7.1f} us  {before[:50]:50} -> {after[:50]}")
+
+
 def profile(fn, params, s, name):
-    """Per-kernel GPU time of one fmoe forward+backward."""
+    """Per-kernel GPU time of one fmoe forward+backward, and where the GPU
+    waits in it (the step starts on an idle GPU, as time_it's do)."""
     from torch.profiler import ProfilerActivity, profile as prof
 
     x = torch.randn(s["T"], s["d"], device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -196,6 +247,7 @@ def profile(fn, params, s, name):
         torch.cuda.synchronize()
     print(f"-- {name}: fmoe fwd+bwd, per kernel")
     print(p.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
+    timeline(p)
 
 
 def check(fn, ref, params, s):
@@ -242,7 +294,7 @@ def main():
         act = act_fn(s["act"])
         impls = {}
         for impl in args.impls.split(","):
-            if impl == "fmoe":
+            if impl in ("fmoe", "fmoe_owngemm"):
                 impls[impl] = (fmoe.compile(layer), params)
             elif impl == "fmoe_graph":
                 impls[impl] = (fmoe.compile(layer), params)
@@ -270,10 +322,11 @@ def main():
             for impl, (fn, ps) in impls.items():
                 try:
                     nrows = s["T"] * s["k"] if impl == "dense" else None
-                    if impl == "fmoe_graph":
-                        ms, peak = time_graph(fn, s, backward, ps, iters=args.iters)
-                    else:
-                        ms, peak = time_it(fn, s, backward, ps, iters=args.iters, rows=nrows)
+                    with env(IMPL_ENV.get(impl, {})):
+                        if impl == "fmoe_graph":
+                            ms, peak = time_graph(fn, s, backward, ps, iters=args.iters)
+                        else:
+                            ms, peak = time_it(fn, s, backward, ps, iters=args.iters, rows=nrows)
                 except Exception as e:  # report, keep measuring the others
                     print(f"{name:15} {impl:11} {'fwd+bwd' if backward else 'fwd':8} failed: {e}")
                     continue
@@ -286,8 +339,11 @@ def main():
                 print(f"{name:15} {impl:11} {p:8} {ms:9.2f} {tf:8.1f} {ratio:9.2f} {peak:9.2f}")
                 results.append(dict(shape=name, impl=impl, pass_=p, ms=ms, tflops=tf, vs_dense=ratio,
                                     peak_gib=peak, gpu=gpu, **s))
-        if args.profile and "fmoe" in impls:
-            profile(impls["fmoe"][0], params, s, name)
+        if args.profile:
+            for impl in ("fmoe", "fmoe_owngemm"):
+                if impl in impls:
+                    with env(IMPL_ENV.get(impl, {})):
+                        profile(impls[impl][0], params, s, f"{name} ({impl})")
         del impls, layer, params
         torch.cuda.empty_cache()
     if args.json:

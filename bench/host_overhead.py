@@ -27,14 +27,43 @@ from bench_moe import SHAPES, make_layer  # noqa: E402
 import fmoe  # noqa: E402  (bench_moe put python/ on the path)
 
 
+def torch_ops(s) -> None:
+    """Host time per call of the torch GEMMs fmoe's runtime calls for this
+    shape's gate (GPU kept busy, so nothing waits for the device)."""
+    x = torch.randn(s["T"], s["d"], device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(s["E"], s["d"], device="cuda", dtype=torch.bfloat16)
+    out = torch.empty(s["T"], s["E"], device="cuda")
+    g = torch.randn(s["T"], s["E"], device="cuda", dtype=torch.bfloat16)
+    ops = {
+        "mm bf16": lambda: torch.mm(x, w.t()),
+        "mm out_dtype=f32": lambda: torch.mm(x, w.t(), out_dtype=torch.float32),
+        "mm out= f32 (out_dtype)": lambda: torch.mm(x, w.t(), out_dtype=torch.float32, out=out),
+        "addmm_ bf16 (gate dx)": lambda: x.addmm_(g, w),
+    }
+    for name, op in ops.items():
+        for _ in range(3):
+            op()
+        times = []
+        for _ in range(30):
+            torch.cuda.synchronize()
+            torch.cuda._sleep(10_000_000)
+            t0 = time.perf_counter()
+            op()
+            times.append((time.perf_counter() - t0) * 1e6)
+        print(f"  torch {name:28} host {statistics.median(times):8.1f} us per call", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="fine_grained", choices=sorted(SHAPES))
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--torch-ops", action="store_true", help="also the host time of torch's gate GEMMs")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("host_overhead.py: needs a GPU")
     s = SHAPES[args.shape]
+    if args.torch_ops:
+        torch_ops(s)
     layer = make_layer(s)
     params = list(layer.parameters())
     fn = fmoe.compile(layer)

@@ -6,6 +6,7 @@
 
 #include "fmoe/Runtime/Runtime.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -17,8 +18,9 @@ namespace fmoe::runtime {
 namespace {
 
 /// FMOE_HOST_TIMING=1: the host time of every command (the backend's run,
-/// allocations included) and of the binding before them, summed per
-/// (program, target) over the process and printed to stderr at exit. For
+/// allocations included) and of the binding before them, per (program,
+/// target) over the process: calls, total, median and largest call (the
+/// first call of a module also loads it), printed to stderr at exit. For
 /// finding where the host spends a step (bench/host_overhead.py); off, it
 /// costs one branch per command.
 class HostTiming {
@@ -32,9 +34,7 @@ public:
   }
   void add(const std::string &program, const std::string &what, double us) {
     std::lock_guard<std::mutex> lock(mutex);
-    Entry &e = entries[{program, what}];
-    e.us += us;
-    ++e.calls;
+    entries[{program, what}].push_back(us);
   }
   static double since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double, std::micro>(
@@ -43,24 +43,25 @@ public:
   }
 
 private:
-  struct Entry {
-    double us = 0;
-    int64_t calls = 0;
-  };
   HostTiming() {
     std::atexit([] { get()->print(); });
   }
   void print() {
     std::lock_guard<std::mutex> lock(mutex);
     std::fprintf(stderr, "fmoe host timing (FMOE_HOST_TIMING): program, "
-                         "target, calls, total us, us per call\n");
-    for (const auto &[key, e] : entries)
-      std::fprintf(stderr, "  %-9s %-44s %8lld %12.1f %9.2f\n",
-                   key.first.c_str(), key.second.c_str(),
-                   static_cast<long long>(e.calls), e.us, e.us / e.calls);
+                         "target, calls, total us, median us, max us\n");
+    for (auto &[key, us] : entries) {
+      double total = 0;
+      for (double v : us)
+        total += v;
+      std::sort(us.begin(), us.end());
+      std::fprintf(stderr, "  %-9s %-44s %8zu %12.1f %9.2f %10.1f\n",
+                   key.first.c_str(), key.second.c_str(), us.size(), total,
+                   us[us.size() / 2], us.back());
+    }
   }
   std::mutex mutex;
-  std::map<std::pair<std::string, std::string>, Entry> entries;
+  std::map<std::pair<std::string, std::string>, std::vector<double>> entries;
 };
 
 /// Frees the executor's temporaries whatever happens.

@@ -279,6 +279,13 @@ private:
                 Execution &execution);
   void groupedGemmEpilogue(const Attrs &attrs, const LibraryTarget &target,
                            const std::vector<BufferRef> &args, bool dact);
+  /// A plain bf16 grouped GEMM on fmoe's own sm90 kernel (the None
+  /// epilogue); false when that kernel does not take these arguments.
+  bool ownPlainGemm(const Attrs &attrs, const LibraryTarget &target,
+                    const std::vector<BufferRef> &args);
+  /// Launch fmoe's sm90 grouped GEMM with a workspace of its own; false
+  /// when it refuses `f` (no sm_90a kernels, this device, the layout).
+  bool launchFused(const Attrs &attrs, cuda::FusedGemmArgs &f);
   /// Copies on the backend's stream, for the exchanges.
   MemoryOps deviceMemory();
 
@@ -596,6 +603,8 @@ void CudaBackend::call(const format::Command &cmd,
                        Execution &execution) {
   Attrs attrs(cmd);
   LibraryTarget target = splitTarget(cmd.target);
+  if (target.base == "fmoe_rt_grouped_gemm" && ownPlainGemm(attrs, target, args))
+    return;
   if (const CudaLibraryHook::Fn &hook = CudaLibraryHook::get())
     if (hook(target.base, cmd, args, stream))
       return;
@@ -760,18 +769,8 @@ void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
     f.n = n;
     f.k = k;
     f.epilogue = dact ? cuda::FusedEpilogue::DGrad : cuda::FusedEpilogue::Bias;
-    if (cuda::fusedGroupedGemmSupported(f)) {
-      f.workspaceBytes = cuda::fusedGroupedGemmWorkspace(f);
-      f.workspace = allocate(f.workspaceBytes);
-      try {
-        cuda::launchFusedGroupedGemm(f, stream);
-      } catch (const std::exception &e) {
-        deallocate(f.workspace);
-        throw Error(attrs.where() + ": " + e.what());
-      }
-      deallocate(f.workspace); // stream-ordered: after the kernels
+    if (launchFused(attrs, f))
       return;
-    }
   }
   // Elsewhere: the plain grouped GEMM (the library hook's, else the
   // backend's own), then the epilogue in a pass over c. When dact writes c
@@ -806,6 +805,63 @@ void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
   e.groups = groups;
   e.localExperts = local;
   cuda::launchEpilogue(type, e, stream);
+}
+
+bool CudaBackend::launchFused(const Attrs &attrs, cuda::FusedGemmArgs &f) {
+  if (!cuda::fusedGroupedGemmSupported(f))
+    return false;
+  f.workspaceBytes = cuda::fusedGroupedGemmWorkspace(f);
+  f.workspace = allocate(f.workspaceBytes);
+  try {
+    cuda::launchFusedGroupedGemm(f, stream);
+  } catch (const std::exception &e) {
+    deallocate(f.workspace);
+    throw Error(attrs.where() + ": " + e.what());
+  }
+  deallocate(f.workspace); // stream-ordered: after the kernels
+  return true;
+}
+
+bool CudaBackend::ownPlainGemm(const Attrs &attrs, const LibraryTarget &target,
+                               const std::vector<BufferRef> &args) {
+  // FMOE_PLAIN_GEMM=torch leaves plain GEMMs to the library hook (torch's
+  // grouped GEMM) to compare.
+  const char *choice = std::getenv("FMOE_PLAIN_GEMM");
+  if (!choice || std::string_view(choice) != "own" ||
+      std::getenv("FMOE_NO_FUSED_GEMM") || args.size() != 4)
+    return false;
+  const BufferRef &a = args[0], &w = args[1], &c = args[2], &offsets = args[3];
+  DType type = target.typed ? target.type : c.dtype;
+  if (type != DType::BF16 || a.dtype != type || w.dtype != type ||
+      c.dtype != type || offsets.dtype != DType::I32 ||
+      attrs.getBool("accumulate", false))
+    return false;
+  std::string layout = attrs.getString("layout");
+  if (layout != "nt" && layout != "nn")
+    return false;
+  cuda::FusedGemmArgs f;
+  f.nt = layout == "nt";
+  f.n = attrs.getSize("n");
+  f.k = attrs.getSize("k");
+  f.lda = attrs.getSize("lda");
+  f.ldd = attrs.getSize("ldc");
+  int64_t aCol = attrs.getSize("a_col", 0), cCol = attrs.getSize("c_col", 0);
+  int64_t local = attrs.getInt("local_experts");
+  int64_t groups = groupsOf(attrs, offsets, local);
+  int64_t rows = rowsOf(attrs, c, "c");
+  requireSpan(attrs, c, "c", rows, f.ldd, cCol, f.n);
+  requireSpan(attrs, a, "a", rows, f.lda, aCol, f.k);
+  requireSpan(attrs, w, "w", 1, 0, 0, local * f.n * f.k);
+  if (rows == 0)
+    return true;
+  f.a = static_cast<const char *>(a.data) + aCol * dtypeSize(type);
+  f.w = w.data;
+  f.d = static_cast<char *>(c.data) + cCol * dtypeSize(type);
+  f.offsets = static_cast<const int32_t *>(offsets.data);
+  f.experts = local;
+  f.groupsPerExpert = groups / local;
+  f.epilogue = cuda::FusedEpilogue::None;
+  return launchFused(attrs, f);
 }
 
 void CudaBackend::groupedWgrad(const Attrs &attrs, const LibraryTarget &target,
