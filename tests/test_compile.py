@@ -361,3 +361,36 @@ def test_torch_compile_traces_the_layer():
     got = torch.autograd.grad(torch.compile(compiled, backend="aot_eager")(x).square().sum(), [x, *params])
     for a, b in zip(got, want):
         assert rel_err(a, b) <= 1e-6
+
+
+def routed_indices(compiled, layer, x, e, k):
+    """The forward program's routing indices for rows x: the int32 output of
+    T*k entries whose values are all expert ids or -1 (the slot positions
+    and the rows' token ids run past E when T*k and T are above E)."""
+    params = list(layer.moe_config()["params"].values())
+    info = compiled._fmoe_module_for(x.dtype)
+    outs = torch.ops.fmoe.run(info.handle, "forward", x.shape[0], [x, *params])
+    found = [
+        o.view(-1, k)
+        for o in outs[1:]
+        if o.dtype == torch.int32 and o.numel() == x.shape[0] * k and o.min() >= -1 and o.max() < e
+    ]
+    assert len(found) == 1, [(o.dtype, o.shape) for o in outs]
+    return found[0]
+
+
+def test_nan_gate_logits_pick_no_expert_twice():
+    """With fewer non-NaN logits than top_k, the rounds after the last real
+    pick find nothing (index -1): no expert is picked twice, NaN never."""
+    e, k, alive = 16, 16, 6
+    layer = make_layer(e, k, torch.float32)
+    with torch.no_grad():
+        layer.gate.gate.weight[alive:] = float("nan")
+    compiled = fmoe.compile(layer)
+    x = torch.randn(33, D_MODEL)
+    idx = routed_indices(compiled, layer, x, e, k)
+    for row in idx.tolist():
+        picked = [i for i in row if i >= 0]
+        assert sorted(picked) == list(range(alive)), row
+        assert row[alive:] == [-1] * (k - alive), row
+    assert torch.isfinite(compiled(x)).all()

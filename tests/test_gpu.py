@@ -224,3 +224,21 @@ def test_skewed_routing():
     # Experts without tokens get zero weight gradients.
     w1_grad = grads[1 + [n for n, _ in layer.named_parameters()].index("experts.htoh4.weight")]
     assert w1_grad[5:].abs().max().item() == 0.0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("e,k,d,h", [(16, 16, D_MODEL, D_HIDDEN), (64, 8, 256, 512)], ids=["gate_route", "bias_route"])
+def test_nan_gate_logits_route_as_on_the_cpu(e, k, d, h):
+    """Fewer non-NaN gate logits than top_k: the GPU's routing (a lane per
+    token from registers with 16 experts, a warp per token with 64) picks
+    what the CPU backend picks, no expert twice; the output matches."""
+    cpu_layer = make_layer(e, k, "gelu", torch.float32, d_model=d, d_hidden=h)
+    with torch.no_grad():
+        cpu_layer.gate.gate.weight[5:] = float("nan")
+    gpu_layer = copy.deepcopy(cpu_layer).cuda()
+    torch.manual_seed(3)
+    x = torch.randn(33, d)
+    y_cpu = fmoe.compile(cpu_layer)(x)
+    y_gpu = fmoe.compile(gpu_layer)(x.cuda())
+    assert torch.isfinite(y_cpu).all()
+    assert rel_err(y_gpu, y_cpu) <= 1e-5

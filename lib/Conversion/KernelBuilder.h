@@ -99,6 +99,10 @@ struct KB {
     return arith::CmpFOp::create(b, loc, p, x, y);
   }
   Value andi(Value x, Value y) { return arith::AndIOp::create(b, loc, x, y); }
+  Value boolean(bool v) {
+    return arith::ConstantOp::create(b, loc, b.getBoolAttr(v));
+  }
+  Value noti(Value x) { return arith::XOrIOp::create(b, loc, x, boolean(true)); }
   Value ori(Value x, Value y) { return arith::OrIOp::create(b, loc, x, y); }
   Value toIndex(Value x) {
     return arith::IndexCastOp::create(b, loc, b.getIndexType(), x);
@@ -164,6 +168,15 @@ struct KB {
       v = arith::ExtFOp::create(b, loc, withElement(v, b.getF32Type()), v);
     return v;
   }
+  /// `v` (f32) rounded to `mem`'s float element type and widened back: the
+  /// value a store to `mem` keeps.
+  Value storedIn(Value v, Value mem) {
+    Type elt = cast<MemRefType>(mem.getType()).getElementType();
+    if (!isa<FloatType>(elt) || elt == getElementTypeOrSelf(v.getType()))
+      return v;
+    Value n = arith::TruncFOp::create(b, loc, withElement(v, elt), v);
+    return arith::ExtFOp::create(b, loc, v.getType(), n);
+  }
   void st(Value v, Value mem, Value idx) {
     Type elt = cast<MemRefType>(mem.getType()).getElementType();
     if (width > 1 && !isa<VectorType>(v.getType()))
@@ -204,6 +217,11 @@ struct KB {
         body(forOp.getInductionVar(), forOp.getRegionIterArgs());
     scf::YieldOp::create(b, loc, next);
     return forOp.getResults();
+  }
+  /// `v` of the lane whose id is this lane's xor `offset` (f32 or i32).
+  Value shuffleXor(Value v, int32_t offset) {
+    return gpu::ShuffleOp::create(b, loc, v, offset, 32, gpu::ShuffleMode::XOR)
+        .getShuffleResult();
   }
   /// The sum of `v` over the 32 lanes of a warp, in every lane.
   Value warpSum(Value v) {

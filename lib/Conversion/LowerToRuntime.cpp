@@ -291,6 +291,7 @@ private:
     auto fn =
         gpu::GPUFuncOp::create(kb, loc, name, kb.getFunctionType(types, {}));
     fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), kb.getUnitAttr());
+    lastKernel = fn;
     Block &entry = fn.getBody().front();
     kb.setInsertionPointToStart(&entry);
     KB k{kb, loc};
@@ -327,6 +328,17 @@ private:
 
   /// A kernel with one thread per item of `work` (linear in T): the body gets
   /// the item `i` only when i < work.
+  /// The kernel launchBlocks created last.
+  gpu::GPUFuncOp lastKernel;
+
+  /// Asks ptxas to fit `blocks` blocks of the last kernel on an SM (it
+  /// limits the registers a thread accordingly), for kernels that need the
+  /// warps to hide their loads' latency more than registers.
+  void minBlocksPerSM(int64_t blocks) {
+    lastKernel->setAttr("nvvm.maxntid", b.getDenseI32ArrayAttr({kBlock, 1, 1}));
+    lastKernel->setAttr("nvvm.minctasm", b.getI32IntegerAttr(blocks));
+  }
+
   void launch(Operation *src, StringRef suffix, ValueRange args, Lin work,
               function_ref<void(KB &, Value, ValueRange, Value)> body,
               ArrayRef<NamedAttribute> params = {}) {
@@ -415,26 +427,29 @@ private:
   /// that many tokens; their partial sums (tokens x experts) stay in
   /// registers.
   static int64_t gateTokensPerWarp(int64_t e) {
-    return std::clamp<int64_t>(128 / e, 1, 8);
+    return std::clamp<int64_t>(64 / e, 1, 4);
   }
 
   /// logits[t, e] = bias[e] + sum_d x[t, d] * w[e, d] for the tokens of the
   /// warp of thread `i` (gateTokensPerWarp(e) consecutive tokens, of
   /// `tokens`): each lane sums every 32nd column for every token and expert
-  /// (coalesced loads), the lanes reduce by shuffles, and lane r stores
-  /// token r's logits and runs `then(token)` for it.
+  /// (coalesced loads), the lanes reduce by shuffles (every lane then holds
+  /// every sum), and lane r picks token r's logits out of them, stores them
+  /// and runs `then(token, logits)` for it with the logits in registers; the
+  /// warp's tokens are stored and routed in parallel.
   static void gateBody(KB &k, Value i, Value tokens, Value x, Value w,
                        Value bias, Value logits, int64_t e, int64_t d,
-                       function_ref<void(Value)> then = nullptr) {
+                       function_ref<void(Value, ArrayRef<Value>)> then =
+                           nullptr) {
     int64_t perWarp = gateTokensPerWarp(e);
     Value lane = k.rem(i, k.c(32));
     Value first = k.mul(k.div(i, k.c(32)), k.c(perWarp));
     k.when(k.cmpi(arith::CmpIPredicate::ult, first, tokens), [&] {
-      SmallVector<Value> tok, valid;
+      SmallVector<Value> tok;
       for (int64_t r = 0; r < perWarp; ++r) {
         Value t = k.add(first, k.c(r));
-        valid.push_back(k.cmpi(arith::CmpIPredicate::ult, t, tokens));
-        tok.push_back(k.sel(valid.back(), t, first));
+        tok.push_back(k.sel(k.cmpi(arith::CmpIPredicate::ult, t, tokens), t,
+                            first));
       }
       SmallVector<Value> zeros(perWarp * e, k.f(0.0));
       ValueRange partial = k.loop(
@@ -455,37 +470,65 @@ private:
       SmallVector<Value> sums;
       for (Value p : partial)
         sums.push_back(k.warpSum(p));
-      for (int64_t r = 0; r < perWarp; ++r) {
-        Value mine =
-            k.andi(valid[r], k.cmpi(arith::CmpIPredicate::eq, lane, k.c(r)));
-        k.when(mine, [&] {
-          for (int64_t j = 0; j < e; ++j) {
-            Value v = sums[r * e + j];
-            if (bias)
-              v = k.add(v, k.ld(bias, k.c(j)));
-            k.st(v, logits, k.add(k.mul(tok[r], k.c(e)), k.c(j)));
-          }
-          if (then)
-            then(tok[r]);
-        });
+      // Lane r's token: first + r, for r < perWarp.
+      SmallVector<Value> mine;
+      for (int64_t j = 0; j < e; ++j) {
+        Value v = sums[j];
+        for (int64_t r = 1; r < perWarp; ++r)
+          v = k.sel(k.cmpi(arith::CmpIPredicate::eq, lane, k.c(r)),
+                    sums[r * e + j], v);
+        if (bias)
+          v = k.add(v, k.ld(bias, k.c(j)));
+        mine.push_back(v);
       }
+      Value t = k.add(first, lane);
+      Value valid =
+          k.andi(k.cmpi(arith::CmpIPredicate::ult, lane, k.c(perWarp)),
+                 k.cmpi(arith::CmpIPredicate::ult, t, tokens));
+      k.when(valid, [&] {
+        for (int64_t j = 0; j < e; ++j)
+          k.st(mine[j], logits, k.add(k.mul(t, k.c(e)), k.c(j)));
+        if (then)
+          then(t, mine);
+      });
     });
   }
 
-  /// Top-k of logits[t, :] (ties to the lower id), then the scores.
-  static void routeBody(KB &k, Value t, Value logits, Value indices,
-                        Value scores, Value counts, int64_t e, int64_t topK,
-                        GateKind kind, bool renormalize) {
+  /// Experts up to which bias_route routes a token with a warp (at most
+  /// eight logits a lane) rather than a thread.
+  static constexpr int64_t kWarpRouteExperts = 256;
+
+  /// Top-k of token t's logits (ties to the lower id), then the scores. The
+  /// logits are `regs` (one per expert, in registers: the loops over the
+  /// experts are unrolled, so that no step waits for a load) or, when
+  /// `regs` is empty, row t of `logits` in memory.
+  static void routeBody(KB &k, Value t, Value logits, ArrayRef<Value> regs,
+                        Value indices, Value scores, Value counts, int64_t e,
+                        int64_t topK, GateKind kind, bool renormalize) {
     Value row = k.mul(t, k.c(e));
+    // acc = step(j, logit j, acc) over the experts j in order.
+    auto overExperts = [&](ValueRange init,
+                           function_ref<SmallVector<Value>(Value, Value,
+                                                           ValueRange)>
+                               step) {
+      if (regs.empty()) {
+        ValueRange r = k.loop(k.c(0), k.c(e), init, [&](Value j, ValueRange a) {
+          return step(j, k.ld(logits, k.add(row, j)), a);
+        });
+        return SmallVector<Value>(r.begin(), r.end());
+      }
+      SmallVector<Value> acc(init.begin(), init.end());
+      for (int64_t j = 0; j < e; ++j)
+        acc = step(k.c(j), regs[j], acc);
+      return acc;
+    };
     Value prevV = k.f(std::numeric_limits<float>::infinity());
     Value prevE = k.c(-1);
     SmallVector<Value> picked;
     for (int64_t s = 0; s < topK; ++s) {
       // The best expert strictly after (prevV, prevE) in (value desc, id asc).
-      ValueRange best = k.loop(
-          k.c(0), k.c(e), ValueRange{k.f(0.0), k.c(-1)},
-          [&](Value j, ValueRange a) {
-            Value v = k.ld(logits, k.add(row, j));
+      SmallVector<Value> best = overExperts(
+          ValueRange{k.f(0.0), k.c(-1)}, [&](Value j, Value v, ValueRange a) {
             Value after =
                 k.ori(k.cmpf(arith::CmpFPredicate::OLT, v, prevV),
                       k.andi(k.cmpf(arith::CmpFPredicate::OEQ, v, prevV),
@@ -496,8 +539,11 @@ private:
             return SmallVector<Value>{k.sel(better, v, a[0]),
                                       k.sel(better, j, a[1])};
           });
-      prevV = best[0];
-      prevE = best[1];
+      // A round that finds nothing (fewer than topK non-NaN logits) leaves
+      // the order's position alone: the later rounds find nothing either.
+      Value found = k.cmpi(arith::CmpIPredicate::sge, best[1], k.c(0));
+      prevV = k.sel(found, best[0], prevV);
+      prevE = k.sel(found, best[1], prevE);
       picked.push_back(best[0]);
       Value slot = k.add(k.mul(t, k.c(topK)), k.c(s));
       k.st(k.toI32(best[1]), indices, slot);
@@ -518,10 +564,10 @@ private:
       break;
     }
     case GateKind::softmax_topk: {
-      Value z = k.loop(k.c(0), k.c(e), k.f(0.0), [&](Value j, ValueRange a) {
-        Value v = k.ld(logits, k.add(row, j));
-        return SmallVector<Value>{k.add(a[0], k.exp(k.sub(v, picked[0])))};
-      })[0];
+      Value z =
+          overExperts(k.f(0.0), [&](Value, Value v, ValueRange a) {
+            return SmallVector<Value>{k.add(a[0], k.exp(k.sub(v, picked[0])))};
+          })[0];
       for (Value v : picked)
         p.push_back(k.div(k.exp(k.sub(v, picked[0])), z));
       break;
@@ -540,6 +586,109 @@ private:
     }
     for (auto [s, v] : llvm::enumerate(p))
       k.st(v, scores, k.add(k.mul(t, k.c(topK)), k.c(s)));
+  }
+
+  /// The warp of token t routes it: lane q holds logits q, q + 32, ...;
+  /// each of the topK rounds takes every lane's best logit not yet picked
+  /// (value desc, id asc; NaN never) and reduces them by shuffles, so that
+  /// every lane knows the pick; lane 0 stores the indices and scores and
+  /// counts. The same picks and scores as routeBody.
+  static void warpRouteBody(KB &k, Value t, Value lane, Value logits,
+                            Value bias, Value indices, Value scores,
+                            Value counts, int64_t e, int64_t topK,
+                            GateKind kind, bool renormalize) {
+    int64_t per = (e + 31) / 32;
+    Value row = k.mul(t, k.c(e));
+    SmallVector<Value> id, valid, v, taken;
+    for (int64_t q = 0; q < per; ++q) {
+      id.push_back(k.add(lane, k.c(32 * q)));
+      valid.push_back(k.cmpi(arith::CmpIPredicate::ult, id[q], k.c(e)));
+      Value at = k.sel(valid[q], k.add(row, id[q]), row);
+      Value x = k.ld(logits, at);
+      if (bias) {
+        x = k.add(x, k.ld(bias, k.sel(valid[q], id[q], k.c(0))));
+        k.when(valid[q], [&] { k.st(x, logits, at); });
+      }
+      v.push_back(x);
+      taken.push_back(k.boolean(false));
+    }
+    Value lead = k.cmpi(arith::CmpIPredicate::eq, lane, k.c(0));
+    Value none = k.i32(-1);
+    SmallVector<Value> picked;
+    for (int64_t s = 0; s < topK; ++s) {
+      // (bv, bj): this lane's best logit not yet picked; bj = -1 for none.
+      Value bv = k.f(0.0), bj = none;
+      for (int64_t q = 0; q < per; ++q) {
+        Value ok = k.andi(k.andi(valid[q], k.noti(taken[q])),
+                          k.cmpf(arith::CmpFPredicate::OEQ, v[q], v[q]));
+        Value better =
+            k.andi(ok, k.ori(k.cmpi(arith::CmpIPredicate::eq, bj, none),
+                             k.cmpf(arith::CmpFPredicate::OGT, v[q], bv)));
+        bv = k.sel(better, v[q], bv);
+        bj = k.sel(better, k.toI32(id[q]), bj);
+      }
+      for (int32_t off : {16, 8, 4, 2, 1}) {
+        Value ov = k.shuffleXor(bv, off), oj = k.shuffleXor(bj, off);
+        Value mineNone = k.cmpi(arith::CmpIPredicate::eq, bj, none);
+        Value take = k.andi(
+            k.cmpi(arith::CmpIPredicate::ne, oj, none),
+            k.ori(mineNone,
+                  k.ori(k.cmpf(arith::CmpFPredicate::OGT, ov, bv),
+                        k.andi(k.cmpf(arith::CmpFPredicate::OEQ, ov, bv),
+                               k.cmpi(arith::CmpIPredicate::slt, oj, bj)))));
+        bv = k.sel(take, ov, bv);
+        bj = k.sel(take, oj, bj);
+      }
+      for (int64_t q = 0; q < per; ++q)
+        taken[q] = k.ori(taken[q],
+                         k.cmpi(arith::CmpIPredicate::eq, k.toI32(id[q]), bj));
+      picked.push_back(bv);
+      Value pick = bj;
+      k.when(lead, [&] {
+        k.st(pick, indices, k.add(k.mul(t, k.c(topK)), k.c(s)));
+        if (counts)
+          k.when(k.cmpi(arith::CmpIPredicate::sge, pick, k.i32(0)), [&] {
+            k.atomicAdd(k.i32(1), counts, k.toIndex(pick));
+          });
+      });
+    }
+    SmallVector<Value> p;
+    switch (kind) {
+    case GateKind::naive: {
+      Value sum = k.f(0.0);
+      for (Value x : picked) {
+        p.push_back(k.exp(k.sub(x, picked[0])));
+        sum = k.add(sum, p.back());
+      }
+      for (Value &x : p)
+        x = k.div(x, sum);
+      break;
+    }
+    case GateKind::softmax_topk: {
+      Value z = k.f(0.0);
+      for (int64_t q = 0; q < per; ++q)
+        z = k.add(z, k.sel(valid[q], k.exp(k.sub(v[q], picked[0])), k.f(0.0)));
+      z = k.warpSum(z);
+      for (Value x : picked)
+        p.push_back(k.div(k.exp(k.sub(x, picked[0])), z));
+      break;
+    }
+    case GateKind::sigmoid:
+      for (Value x : picked)
+        p.push_back(k.sigmoid(x));
+      break;
+    }
+    if (renormalize) {
+      Value sum = k.f(0.0);
+      for (Value x : p)
+        sum = k.add(sum, x);
+      for (Value &x : p)
+        x = k.div(x, sum);
+    }
+    k.when(lead, [&] {
+      for (auto [s, x] : llvm::enumerate(p))
+        k.st(x, scores, k.add(k.mul(t, k.c(topK)), k.c(s)));
+    });
   }
 
   LogicalResult lowerGate(GateOp op) {
@@ -567,7 +716,8 @@ private:
     bool renorm = op.getRenormalize();
     launch(op, "route", {mem(op.getLogits()), indices, scores}, rows,
            [&](KB &k, Value t, ValueRange a, Value) {
-             routeBody(k, t, a[0], a[1], a[2], Value(), e, topK, kind, renorm);
+             routeBody(k, t, a[0], {}, a[1], a[2], Value(), e, topK, kind,
+                       renorm);
            });
     return success();
   }
@@ -597,7 +747,12 @@ private:
   }
 
   /// Group offsets {0, T}: one group holding every row, for the gate's
-  /// GEMMs.
+  /// GEMMs. Their calls carry `all_rows = true`, which tells a library that
+  /// the one group is every row of the operands (so that it may run them as
+  /// a plain GEMM without reading the offsets).
+  NamedAttribute allRowsAttr() {
+    return b.getNamedAttr("all_rows", b.getBoolAttr(true));
+  }
   Value allRows(Operation *op) {
     Value all = temp(op->getLoc(), b.getI32Type(), {0, 2}, 1);
     launch(op, "all_rows", {all}, {0, 1},
@@ -624,22 +779,39 @@ private:
       // logits = x Wᵀ as a one-group GEMM with an f32 result (tensor cores
       // for 16-bit inputs), then a thread per token adds the bias and routes.
       bool mixed = elementOf(op.getInput()) != elementOf(op.getLogits());
+      SmallVector<NamedAttribute> attrs = gemmAttrs("nt", e, d, d, e, 0, 1);
+      attrs.push_back(allRowsAttr());
       call(op, mixed ? "grouped_gemm_to_f32" : "grouped_gemm",
            {mem(op.getInput()), mem(op.getWeight()), logits, allRows(op)},
-           gemmAttrs("nt", e, d, d, e, 0, 1));
+           attrs);
       SmallVector<Value> args{logits, indices, scores, counts};
       if (bias)
         args.push_back(mem(op.getBias()));
-      launch(op, "bias_route", args, rows,
-             [&](KB &k, Value t, ValueRange a, Value) {
-               if (bias)
-                 k.loop(k.c(0), k.c(e), ValueRange{}, [&](Value j, ValueRange) {
-                   Value at = k.add(k.mul(t, k.c(e)), j);
-                   k.st(k.add(k.ld(a[0], at), k.ld(a[4], j)), a[0], at);
-                   return SmallVector<Value>{};
-                 });
-               routeBody(k, t, a[0], a[1], a[2], a[3], e, topK, kind, renorm);
-             });
+      if (e <= kWarpRouteExperts) {
+        // A warp per token (a thread per token left most of the GPU idle
+        // and waited on one load after another: 77 us on fine-grained's
+        // 16384 tokens x 64 experts, run 34).
+        launch(op, "bias_route", args, rows * 32,
+               [&](KB &k, Value i, ValueRange a, Value) {
+                 warpRouteBody(k, k.div(i, k.c(32)), k.rem(i, k.c(32)), a[0],
+                               bias ? a[4] : Value(), a[1], a[2], a[3], e,
+                               topK, kind, renorm);
+               });
+      } else {
+        launch(op, "bias_route", args, rows,
+               [&](KB &k, Value t, ValueRange a, Value) {
+                 if (bias)
+                   k.loop(k.c(0), k.c(e), ValueRange{},
+                          [&](Value j, ValueRange) {
+                            Value at = k.add(k.mul(t, k.c(e)), j);
+                            k.st(k.add(k.ld(a[0], at), k.ld(a[4], j)), a[0],
+                                 at);
+                            return SmallVector<Value>{};
+                          });
+                 routeBody(k, t, a[0], {}, a[1], a[2], a[3], e, topK, kind,
+                           renorm);
+               });
+      }
       return success();
     }
     SmallVector<Value> args{mem(op.getInput()), mem(op.getWeight())};
@@ -652,11 +824,14 @@ private:
            [&](KB &k, Value i, ValueRange a, Value t) {
              unsigned o = bias ? 3 : 2;
              gateBody(k, i, t, a[0], a[1], bias ? a[2] : Value(), a[o], e, d,
-                      [&](Value tok) {
-                        routeBody(k, tok, a[o], a[o + 1], a[o + 2], a[o + 3], e,
-                                  topK, kind, renorm);
+                      [&](Value tok, ArrayRef<Value> logit) {
+                        routeBody(k, tok, a[o], logit, a[o + 1], a[o + 2],
+                                  a[o + 3], e, topK, kind, renorm);
                       });
            });
+    // Two blocks an SM (128 registers a thread): at one (16 experts took
+    // 255 registers and spilled), 61 us on classic's gate (run 34).
+    minBlocksPerSM(2);
     return success();
   }
 
@@ -1175,7 +1350,12 @@ private:
                                          sum, a[2], ValueRange{idx});
            },
            {b.getNamedAttr("chunks", b.getI64IntegerAttr(kChunks))});
-    launch(op, "convert", {acc, grad}, {0, local * cols},
+    convert(op, acc, grad, local * cols);
+  }
+
+  /// dst[i] = src[i] for i < n (an f32 accumulator into dst's type).
+  void convert(Operation *op, Value src, Value dst, int64_t n) {
+    launch(op, "convert", {src, dst}, {0, n},
            [&](KB &k, Value i, ValueRange a, Value) {
              k.st(k.ld(a[0], i), a[1], i);
            });
@@ -1215,6 +1395,124 @@ private:
                 k.st(out, m[1], k.add(aRow, j));
               });
         });
+  }
+
+  /// act_and_grad and the fc1 bias gradient in one pass: as actAndGrad,
+  /// and acc[l, j] (f32, zeroed) += the sum of dh[r, j] over the rows r of
+  /// local expert l, j < hidden (GLU: the gate half). A block takes
+  /// kBiasRows consecutive rows, its threads the columns (vectors, as
+  /// KB::columns); each thread sums its columns over the block's rows of
+  /// one expert at a time in registers and adds them to acc atomically, so
+  /// dh is never read again.
+  static constexpr int64_t kBiasRows = 32;
+  static constexpr int64_t kBiasUnroll = 2;
+  void actAndGradBias(Operation *op, Value h, Value da, Value offsets,
+                      Value dh, Value acc, Lin rows, int64_t hidden,
+                      int64_t groups, int64_t local, Activation act) {
+    bool glu = isGLU(act);
+    int64_t hw = glu ? 2 * hidden : hidden;
+    int64_t vec = 8;
+    while (vec > 1 && hidden % (kBlock * vec) != 0)
+      vec /= 2;
+    launchBlocks(
+        op, "act_and_grad_bias", {h, da, offsets, dh, acc},
+        rows * (kBlock / kBiasRows),
+        [&](KB &k, Value bid, Value tid, ValueRange m, Value) {
+          Value r0 = k.mul(bid, k.c(kBiasRows));
+          Value r1 = k.add(r0, k.c(kBiasRows));
+          Type f32 = k.b.getF32Type();
+          Value zero = k.f(0.0);
+          if (vec > 1)
+            zero = vector::BroadcastOp::create(
+                k.b, k.loc, VectorType::get({vec}, f32), zero);
+          // One row's elements at columns [j, j + vec): load h (and the up
+          // half) and da; then store a = act(h) over da and dh, returning
+          // dh's gate half (what the bias gradient sums). Split so that a
+          // few rows' loads are issued before any store.
+          auto load = [&](Value r, Value j) {
+            Value hIdx = k.add(k.mul(r, k.c(hw)), j);
+            SmallVector<Value> v{k.ld(m[0], hIdx),
+                                 k.ld(m[1], k.add(k.mul(r, k.c(hidden)), j))};
+            if (glu)
+              v.push_back(k.ld(m[0], k.add(hIdx, k.c(hidden))));
+            return v;
+          };
+          auto store = [&](Value r, Value j, ArrayRef<Value> v) {
+            Value hIdx = k.add(k.mul(r, k.c(hw)), j);
+            Value pre = v[0], g = v[1];
+            Value out = k.act(act, pre);
+            Value d;
+            if (glu) {
+              d = k.mul(k.mul(g, v[2]), k.actGrad(act, pre));
+              k.st(d, m[3], hIdx);
+              k.st(k.mul(g, out), m[3], k.add(hIdx, k.c(hidden)));
+              out = k.mul(out, v[2]);
+            } else {
+              d = k.mul(g, k.actGrad(act, pre));
+              k.st(d, m[3], hIdx);
+            }
+            k.st(out, m[1], k.add(k.mul(r, k.c(hidden)), j));
+            return k.storedIn(d, m[3]); // the sum of dh as stored
+          };
+          k.loop(
+              k.mul(tid, k.c(vec)), k.c(hidden), ValueRange{},
+              [&](Value j, ValueRange) {
+                k.loop(k.c(0), k.c(local), ValueRange{}, [&](Value l,
+                                                             ValueRange) {
+                  // Expert l's rows within [r0, r1).
+                  Value s = k.c(groups / local);
+                  Value first = k.toIndex(k.ld(m[2], k.mul(l, s)));
+                  Value end = k.toIndex(k.ld(m[2], k.mul(k.add(l, k.c(1)), s)));
+                  Value lo = arith::MaxUIOp::create(k.b, k.loc, first, r0);
+                  Value hi = arith::MinUIOp::create(k.b, k.loc, end, r1);
+                  k.when(k.cmpi(arith::CmpIPredicate::ult, lo, hi), [&] {
+                    llvm::SaveAndRestore<int64_t> vectorBody(k.width, vec);
+                    // kBiasUnroll rows at a time (their loads in flight
+                    // together), then the rest.
+                    const int64_t u = kBiasUnroll;
+                    Value mainEnd = k.add(
+                        lo, k.mul(k.div(k.sub(hi, lo), k.c(u)), k.c(u)));
+                    Value sum =
+                        k.loop(lo, mainEnd, zero,
+                               [&](Value r, ValueRange a) {
+                                 SmallVector<SmallVector<Value>> v;
+                                 for (int64_t i = 0; i < u; ++i)
+                                   v.push_back(load(k.add(r, k.c(i)), j));
+                                 Value t = a[0];
+                                 for (int64_t i = 0; i < u; ++i)
+                                   t = k.add(t, store(k.add(r, k.c(i)), j, v[i]));
+                                 return SmallVector<Value>{t};
+                               },
+                               u)[0];
+                    sum = k.loop(mainEnd, hi, sum, [&](Value r, ValueRange a) {
+                      return SmallVector<Value>{
+                          k.add(a[0], store(r, j, load(r, j)))};
+                    })[0];
+                    Value base = k.add(k.mul(l, k.c(hidden)), j);
+                    for (int64_t i = 0; i < vec; ++i) {
+                      Value v = vec > 1 ? vector::ExtractOp::create(
+                                              k.b, k.loc, sum, ArrayRef<int64_t>{i})
+                                              .getResult()
+                                        : sum;
+                      memref::AtomicRMWOp::create(
+                          k.b, k.loc, arith::AtomicRMWKind::addf, v, m[4],
+                          ValueRange{k.add(base, k.c(i))});
+                    }
+                  });
+                  return SmallVector<Value>{};
+                });
+                return SmallVector<Value>{};
+              },
+              kBlock * vec);
+        },
+        {b.getNamedAttr("rows_per_block", b.getI64IntegerAttr(kBiasRows))});
+    // At least four blocks (32 warps) resident per SM, so that enough loads
+    // are in flight: ptxas keeps the registers to 64 a thread (a few
+    // spills). Without the hint two rows take 80 registers (three blocks an
+    // SM: classic's 1024 blocks then end on a half-empty wave), four rows
+    // 102 (two blocks: 358 us on the H200 against act_and_grad's 298 +
+    // fc1_bias_grad's 86, bench/NOTES.md run 34).
+    minBlocksPerSM(4);
   }
 
   LogicalResult lowerExpertGrad(ExpertGradOp op) {
@@ -1259,6 +1557,7 @@ private:
     // --keep-saved asks for saved inputs to stay intact.
     // Rows past offsets[G] are never read: no memsets below.
     Value dh;
+    bool fc1BiasDone = false;
     auto savedH = dyn_cast<BlockArgument>(op.getH());
     if (savedH && savedH.getOwner() == &func.front() && savedH.hasOneUse() &&
         !keepSaved) {
@@ -1284,7 +1583,17 @@ private:
       Value da = temp(op.getLoc(), elt, rows, hidden);
       call(op, "grouped_gemm", {dyv, mem(op.getFc2Weight()), da, offsets},
            gemm("nn", hidden, d, d, 0, hidden, false));
-      actAndGrad(op, h, da, offsets, dh, rows, hidden, groups, act);
+      if (op.getGradFc1Bias()) {
+        // db1 summed in the same pass (dh is not read again for it).
+        Value acc = temp(op.getLoc(), b.getF32Type(), {0, local}, hidden);
+        memset(op, acc, 0);
+        actAndGradBias(op, h, da, offsets, dh, acc, rows, hidden, groups,
+                       local, act);
+        convert(op, acc, define(op.getGradFc1Bias(), {0, local}), local * hidden);
+        fc1BiasDone = true;
+      } else {
+        actAndGrad(op, h, da, offsets, dh, rows, hidden, groups, act);
+      }
       // (act_and_grad leaves a = act(h) in da; a kept one is the same.)
       a = da;
     }
@@ -1299,7 +1608,7 @@ private:
     Value dw1 = define(op.getGradFc1Weight(), {0, local});
     call(op, "grouped_wgrad", {dh, rowsv, dw1, offsets},
          wgrad(hidden, d, hw, 0, d));
-    if (op.getGradFc1Bias())
+    if (op.getGradFc1Bias() && !fc1BiasDone)
       groupColumnSum(op, "fc1_bias_grad", dh, hw, 0, hidden, offsets, groups,
                      local, define(op.getGradFc1Bias(), {0, local}));
     Value drows = define(op.getGradRows(), rows);
@@ -1474,11 +1783,11 @@ private:
          {b.getNamedAttr("layout", b.getStringAttr("nn")), attr("n", d),
           attr("k", e), attr("lda", e), attr("a_col", 0), attr("ldc", d),
           attr("c_col", 0), b.getNamedAttr("accumulate", b.getBoolAttr(true)),
-          attr("local_experts", 1)});
+          attr("local_experts", 1), allRowsAttr()});
     Value dw = define(op.getGradWeight(), {0, e});
     call(op, "grouped_wgrad", {dlc, x, dw, all},
          {attr("m", e), attr("n", d), attr("lda", e), attr("a_col", 0),
-          attr("ldb", d), attr("local_experts", 1)});
+          attr("ldb", d), attr("local_experts", 1), allRowsAttr()});
     if (op.getGradBias())
       groupColumnSum(op, "gate_bias_grad", dl, e, 0, e, all, 1, 1,
                      define(op.getGradBias(), {0, e}), /*chunks=*/256);

@@ -247,8 +247,12 @@ void routeKernel(const format::Command &c, View logits, View idx, View scores,
           bestE = j;
         }
       }
-      prevV = bestV;
-      prevE = bestE;
+      // A round that finds nothing (fewer than topK non-NaN logits) leaves
+      // the order's position alone: no expert is picked twice.
+      if (bestE >= 0) {
+        prevV = bestV;
+        prevE = bestE;
+      }
       picked[s] = bestV;
       idx.i(t * topK + s) = int32_t(bestE);
       if (counts && bestE >= 0)
@@ -653,6 +657,20 @@ private:
       }
     } else if (k == "act_and_grad") {
       actGrad(c, v(a, 0), v(a, 1), v(a, 2), v(a, 3));
+    } else if (k == "act_and_grad_bias") {
+      // act_and_grad, then acc[l, j] += the sum of dh[r, j] (j < hidden, the
+      // gate half for GLU) over the rows r of local expert l.
+      View dh = v(a, 3), off = v(a, 2), acc = v(a, 4);
+      actGrad(c, v(a, 0), v(a, 1), off, dh);
+      int64_t local = acc.rows(), hidden = acc.cols();
+      int64_t per = (off.numel() - 1) / local;
+      for (int64_t l = 0; l < local; ++l)
+        for (int64_t j = 0; j < hidden; ++j) {
+          float s = acc.f(l * hidden + j);
+          for (int64_t r = off.i(l * per); r < off.i((l + 1) * per); ++r)
+            s += dh.f(r * dh.cols() + j);
+          acc.set(l * hidden + j, s);
+        }
     } else if (k == "fc1_bias_grad" || k == "fc2_bias_grad" ||
                k == "gate_bias_grad") {
       View src = v(a, 0), off = v(a, 1), grad = v(a, 2);

@@ -17,6 +17,8 @@
 #include <torch/library.h>
 #ifdef FMOE_HAS_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <cublas_v2.h>
+#include <dlfcn.h>
 #include <ATen/native/cuda/GroupMM.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -24,6 +26,7 @@
 #include <c10/cuda/CUDAStream.h>
 #endif
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -72,6 +75,57 @@ void installAtenGemm() {
 }
 
 #ifdef FMOE_HAS_CUDA
+/// cuBLAS's cublasGemmEx, from the libcublas torch has loaded (null when
+/// there is none). Called directly for the gate's bf16 x bf16 -> f32 GEMM:
+/// torch's mm with out_dtype costs ~120 us of host time per call (H200,
+/// torch 2.11; bench/NOTES.md, run 32), which the GPU waits for at the
+/// start of a forward.
+using GemmExFn = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t,
+                                    cublasOperation_t, int, int, int,
+                                    const void *, const void *, cudaDataType,
+                                    int, const void *, cudaDataType, int,
+                                    const void *, void *, cudaDataType, int,
+                                    cublasComputeType_t, cublasGemmAlgo_t);
+GemmExFn cublasGemmExFn() {
+  // Only a libcublas already loaded (torch's, whose handles we are given):
+  // a second copy of another version would not know them.
+  static GemmExFn fn = [] {
+    for (const char *name :
+         {"libcublas.so.13", "libcublas.so.12", "libcublas.so"})
+      if (void *lib = dlopen(name, RTLD_NOW | RTLD_NOLOAD))
+        if (void *sym = dlsym(lib, "cublasGemmEx"))
+          return reinterpret_cast<GemmExFn>(sym);
+    return GemmExFn(nullptr);
+  }();
+  // Which way the gate's GEMM goes, for bench/host_overhead.py.
+  static bool said = [] {
+    if (const char *v = std::getenv("FMOE_HOST_TIMING"); v && *v && *v != '0')
+      std::fprintf(stderr, "fmoe: the gate's f32 GEMM %s\n",
+                   fn ? "calls cublasGemmEx" : "falls back to torch.mm");
+    return true;
+  }();
+  (void)said;
+  return fn;
+}
+
+/// c[rows x n] (f32, row stride ldc) = a[rows x k] (bf16, lda) . w^T (w:
+/// bf16 n x k, row-major), through cublasGemmEx on the current stream;
+/// false when cuBLAS is not at hand or refuses.
+bool gemmBf16ToF32(const void *a, int64_t lda, const void *w, float *c,
+                   int64_t ldc, int64_t rows, int64_t n, int64_t k) {
+  auto gemm = cublasGemmExFn();
+  if (!gemm || rows > INT32_MAX || lda > INT32_MAX || ldc > INT32_MAX)
+    return false;
+  // Column-major: c^T (n x rows) = w (op T of the k x n matrix) . a^T.
+  float alpha = 1.0f, beta = 0.0f;
+  cublasStatus_t st =
+      gemm(at::cuda::getCurrentCUDABlasHandle(), CUBLAS_OP_T, CUBLAS_OP_N,
+           int(n), int(rows), int(k), &alpha, w, CUDA_R_16BF, int(k), a,
+           CUDA_R_16BF, int(lda), &beta, c, CUDA_R_32F, int(ldc),
+           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  return st == CUBLAS_STATUS_SUCCESS;
+}
+
 /// bf16 grouped GEMMs through torch's grouped GEMM (CUTLASS, tensor cores),
 /// with the group sizes read on the device as the runtime's own kernels do.
 /// On Hopper (the GPUs this was tested on, empty experts included) the
@@ -96,6 +150,30 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
   int device = c10::cuda::current_device();
   c10::cuda::CUDAStreamGuard guard(c10::cuda::getStreamFromExternal(
       static_cast<cudaStream_t>(stream), device));
+  // The gate's logits (one group of every row, bf16 x bf16 -> f32): straight
+  // to cuBLAS on the raw pointers. Making tensor views of the buffers first
+  // (below) costs ~100 us of host time on the H200 machine (run 34), which
+  // the GPU waits for at the start of a forward.
+  if (f32Out && boolAttr(c, "all_rows") && args.size() == 4 &&
+      intAttrOr(c, "local_experts", 1) == 1 && args[3].numel == 2 &&
+      !boolAttr(c, "accumulate") && findAttr(c, "layout") &&
+      *findAttr(c, "layout") == "nt") {
+    int64_t n = intAttrOr(c, "n", 0), k = intAttrOr(c, "k", 0);
+    int64_t lda = intAttrOr(c, "lda", k), ldc = intAttrOr(c, "ldc", n);
+    int64_t aCol = intAttrOr(c, "a_col", 0), cCol = intAttrOr(c, "c_col", 0);
+    if (n > 0 && k > 0 && lda > 0 && ldc > 0 && args[0].numel % lda == 0 &&
+        args[2].numel % ldc == 0 && args[0].numel / lda == args[2].numel / ldc &&
+        aCol + k <= lda && cCol + n <= ldc && args[1].numel == n * k) {
+      int64_t rows = args[2].numel / ldc;
+      if (rows == 0)
+        return true;
+      if (gemmBf16ToF32(static_cast<const at::BFloat16 *>(args[0].data) + aCol,
+                        lda, args[1].data,
+                        static_cast<float *>(args[2].data) + cCol, ldc, rows,
+                        n, k))
+        return true;
+    }
+  }
   auto opts = at::TensorOptions().device(at::kCUDA, device);
   // Views of the runtime's buffers; the device is given, since torch cannot
   // query it for stream-ordered (memory pool) allocations.
@@ -123,6 +201,10 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
   at::Tensor offsets = view(offBuf.data, {offBuf.numel}, at::kInt);
   at::Tensor offs =
       offsets.slice(0, perExpert, groups + 1, perExpert).contiguous();
+  // The gate's GEMMs: one group that is every row (`all_rows`), run as
+  // plain cuBLAS GEMMs that write, or add to, the runtime's buffer in place
+  // (no copy of the result, no mask from the offsets).
+  bool whole = boolAttr(c, "all_rows") && local == 1 && groups == 1;
   if (wgrad) {
     int64_t m = intAttrOr(c, "m", 0), n = intAttrOr(c, "n", 0);
     int64_t lda = intAttrOr(c, "lda", m), ldb = intAttrOr(c, "ldb", n);
@@ -133,6 +215,14 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
     at::Tensor a = matrix(args[0], lda).slice(1, aCol, aCol + m);
     at::Tensor b = matrix(args[1], ldb).slice(1, 0, n);
     at::Tensor dw = view(args[2].data, {local, m, n}, at::kBFloat16);
+    if (whole && a.size(0) == b.size(0)) {
+      at::Tensor out = dw.select(0, 0);
+      if (a.size(0) == 0)
+        out.zero_();
+      else
+        at::mm_out(out, a.t(), b);
+      return true;
+    }
     if (a.size(0) == 0)
       dw.zero_();
     else if (direct)
@@ -162,6 +252,10 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
     if (rows == 0)
       return true;
     at::Tensor w = view(wBuf.data, {n, k}, at::kBFloat16);
+    if (whole && a.size(0) == dst.size(0)) {
+      at::mm_out(dst, a, w.t(), at::kFloat);
+      return true;
+    }
     at::Tensor prod = at::mm(a.slice(0, 0, rows), w.t(), at::kFloat);
     at::Tensor r = at::arange(rows, offsets.options()).unsqueeze(1);
     at::Tensor in = (r >= offsets[0]).logical_and(r < offsets[1]);
@@ -179,6 +273,14 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
   at::Tensor dst = matrix(cBuf, ldc).slice(1, cCol, cCol + n);
   if (a.size(0) == 0)
     return true; // no rows in use
+  if (whole && !gather && a.size(0) == dst.size(0)) {
+    at::Tensor w0 = w.select(0, 0);
+    if (accumulate)
+      dst.addmm_(a, w0);
+    else
+      at::mm_out(dst, a, w0);
+    return true;
+  }
   if (direct && !accumulate && aligned(ldc) && aligned(cCol)) {
     at::cuda::detail::bf16bf16_grouped_mm(a, w, offs, std::nullopt, dst);
     return true;

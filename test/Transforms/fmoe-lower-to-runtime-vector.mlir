@@ -30,9 +30,16 @@ func.func @wide(%x: tensor<?x512xbf16>, %wg: tensor<4x512xbf16>, %bg: tensor<4xb
 // CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
 // CHECK: vector.broadcast %{{.*}} : f32 to vector<8xf32>
 // CHECK: vector.store %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
-// CHECK-LABEL: gpu.func @wide_backward_act_and_grad(
+// act_and_grad with fc1's bias gradient: two rows' loads before their
+// stores (then one row at a time), the column sums added to the f32
+// accumulator element by element; ptxas is asked for four blocks an SM.
+// CHECK-LABEL: gpu.func @wide_backward_act_and_grad_bias(
+// CHECK-SAME: nvvm.maxntid = array<i32: 256, 1, 1>, nvvm.minctasm = 4 : i32
+// CHECK-COUNT-4: vector.load %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
+// CHECK-COUNT-4: vector.store %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
 // CHECK-COUNT-2: vector.load %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
 // CHECK-COUNT-2: vector.store %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
+// CHECK-COUNT-8: memref.atomic_rmw addf
 
 // From 32 experts on, the gate's logits are a one-group GEMM (offsets from
 // all_rows) and bias_route adds the bias and routes; with fewer, one
@@ -52,6 +59,13 @@ func.func @many(%x: tensor<?x16xf32>, %wg: tensor<32x16xf32>, %bg: tensor<32xf32
 // GATE-NOT: @many_gate_route
 // GATE: gpu.launch_func @fmoe_kernels::@many_all_rows
 // GATE: call @fmoe_rt_grouped_gemm_f32(
-// GATE-SAME: fmoe.op = "fmoe.gate_route", k = 16 : i64, layout = "nt", lda = 16 : i64, ldc = 32 : i64, local_experts = 1 : i64, n = 32 : i64
+// GATE-SAME: all_rows = true, c_col = 0 : i64, fmoe.op = "fmoe.gate_route", k = 16 : i64, layout = "nt", lda = 16 : i64, ldc = 32 : i64, local_experts = 1 : i64, n = 32 : i64
 // GATE: gpu.launch_func @fmoe_kernels::@many_bias_route
 // GATE-SAME: fmoe.kernel = "bias_route"
+// A warp per token routes it: lane q holds logit q (32 experts), each pick
+// is reduced over the lanes by shuffles (4 picks of value and id, 5 steps).
+// GATE-SAME: fmoe.work = array<i64: 32, 0>
+// GATE-LABEL: gpu.func @many_bias_route(
+// GATE-COUNT-40: gpu.shuffle xor
+// GATE-NOT: gpu.shuffle
+// GATE: gpu.return

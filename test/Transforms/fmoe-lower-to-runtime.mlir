@@ -50,31 +50,41 @@
 // CHECK-NOT: fmoe_rt_memset
 // CHECK: @fmoe_kernels::@layer_backward_combine_grad
 // CHECK: @fmoe_kernels::@layer_backward_gather
-// da = dy W2, then one pass writes a = act(h) over da and dh over h; dW2
+// da = dy W2, then one pass writes a = act(h) over da and dh over h, and
+// sums dh into fc1's bias gradient (an f32 accumulator, then stored); dW2
 // reads a from da's buffer.
 // CHECK: call @fmoe_rt_grouped_gemm_f32(%{{.*}}, %{{.*}}, %[[DA:[a-z0-9_]+]], %{{.*}}) {{.*}}layout = "nn"
-// CHECK: @fmoe_kernels::@layer_backward_act_and_grad {{.*}} args(%[[H]] : memref<?xf32>, %[[DA]] : memref<?xf32>, %{{.*}} : memref<?xi32>, %[[H]] : memref<?xf32>,
+// CHECK: call @fmoe_rt_memset_f32(%[[B1:[a-z0-9_]+]])
+// CHECK: @fmoe_kernels::@layer_backward_act_and_grad_bias {{.*}} args(%[[H]] : memref<?xf32>, %[[DA]] : memref<?xf32>, %{{.*}} : memref<?xi32>, %[[H]] : memref<?xf32>, %[[B1]] : memref<?xf32>,
+// CHECK-SAME: fmoe.param.rows_per_block = 32 : i64
+// CHECK: @fmoe_kernels::@layer_backward_convert {{.*}} args(%[[B1]] : memref<?xf32>
 // CHECK: call @fmoe_rt_grouped_wgrad_f32(%{{.*}}, %[[DA]],
-// Bias gradients: token slices summed into an f32 accumulator, then stored.
+// fc2's bias gradient: token slices summed into an f32 accumulator.
 // CHECK: call @fmoe_rt_memset_f32(
 // CHECK: @fmoe_kernels::@layer_backward_fc2_bias_grad
 // CHECK-SAME: fmoe.param.chunks = 16 : i64
-// CHECK: @fmoe_kernels::@layer_backward_convert
+// CHECK: @fmoe_kernels::@layer_backward_convert_1
 // CHECK: call @fmoe_rt_grouped_wgrad_f32(
-// CHECK: @fmoe_kernels::@layer_backward_fc1_bias_grad
+// CHECK-NOT: fc1_bias_grad
 // CHECK: call @fmoe_rt_grouped_gemm_f32({{.*}}layout = "nn"
 // CHECK: @fmoe_kernels::@layer_backward_gather_grad
 // CHECK: @fmoe_kernels::@layer_backward_route_grad
-// The gate's backward: GEMMs of one group holding every row.
+// The gate's backward: GEMMs of one group holding every row (all_rows:
+// a library may run them as plain GEMMs).
 // CHECK: @fmoe_kernels::@layer_backward_all_rows
-// CHECK: call @fmoe_rt_grouped_gemm_f32({{.*}}accumulate = true{{.*}}k = 4 : i64, layout = "nn", lda = 4 : i64, ldc = 16 : i64, local_experts = 1 : i64, n = 16 : i64
-// CHECK: call @fmoe_rt_grouped_wgrad_f32({{.*}}lda = 4 : i64, ldb = 16 : i64, local_experts = 1 : i64, m = 4 : i64, n = 16 : i64
+// CHECK: call @fmoe_rt_grouped_gemm_f32({{.*}}accumulate = true, all_rows = true{{.*}}k = 4 : i64, layout = "nn", lda = 4 : i64, ldc = 16 : i64, local_experts = 1 : i64, n = 16 : i64
+// CHECK: call @fmoe_rt_grouped_wgrad_f32({{.*}}all_rows = true{{.*}}lda = 4 : i64, ldb = 16 : i64, local_experts = 1 : i64, m = 4 : i64, n = 16 : i64
 // CHECK: @fmoe_kernels::@layer_backward_gate_bias_grad
 
 // CHECK: gpu.module @fmoe_kernels
+// The gate's warp sums its tokens' logits by shuffles; each token's lane
+// routes it from registers (no load of the logits it stored) and counts.
+// ptxas is asked for two blocks an SM.
 // CHECK: gpu.func @layer_gate_route(
-// CHECK-SAME: kernel
+// CHECK-SAME: kernel attributes {nvvm.maxntid = array<i32: 256, 1, 1>, nvvm.minctasm = 2 : i32}
 // CHECK: gpu.shuffle xor
+// CHECK: memref.store
+// CHECK-NOT: memref.load
 // CHECK: memref.atomic_rmw addi
 // CHECK: gpu.func @layer_bias_act(
 // CHECK: math.erf
@@ -103,7 +113,7 @@
 // With keep-saved, no saved input is written over: dh gets its own buffer.
 // KEEP-LABEL: func.func @layer_backward(
 // KEEP-NOT: clobbered
-// KEEP: @fmoe_kernels::@layer_backward_act_and_grad {{.*}} args(%[[H:[a-z0-9_]+]] : memref<?xf32>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xi32>, %[[DH:alloc[a-z0-9_]*]] : memref<?xf32>,
+// KEEP: @fmoe_kernels::@layer_backward_act_and_grad_bias {{.*}} args(%[[H:[a-z0-9_]+]] : memref<?xf32>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xi32>, %[[DH:alloc[a-z0-9_]*]] : memref<?xf32>,
 
 // Shadowed expert 1 lives on rank 0 in slot 1: each weight is replicated
 // from there (the copies are saved for the backward, as the weights are),
