@@ -99,10 +99,6 @@ struct KB {
     return arith::CmpFOp::create(b, loc, p, x, y);
   }
   Value andi(Value x, Value y) { return arith::AndIOp::create(b, loc, x, y); }
-  Value boolean(bool v) {
-    return arith::ConstantOp::create(b, loc, b.getBoolAttr(v));
-  }
-  Value noti(Value x) { return arith::XOrIOp::create(b, loc, x, boolean(true)); }
   Value ori(Value x, Value y) { return arith::OrIOp::create(b, loc, x, y); }
   Value toIndex(Value x) {
     return arith::IndexCastOp::create(b, loc, b.getIndexType(), x);
@@ -217,11 +213,6 @@ struct KB {
         body(forOp.getInductionVar(), forOp.getRegionIterArgs());
     scf::YieldOp::create(b, loc, next);
     return forOp.getResults();
-  }
-  /// `v` of the lane whose id is this lane's xor `offset` (f32 or i32).
-  Value shuffleXor(Value v, int32_t offset) {
-    return gpu::ShuffleOp::create(b, loc, v, offset, 32, gpu::ShuffleMode::XOR)
-        .getShuffleResult();
   }
   /// The sum of `v` over the 32 lanes of a warp, in every lane.
   Value warpSum(Value v) {

@@ -494,9 +494,9 @@ private:
     });
   }
 
-  /// Experts up to which bias_route routes a token with a warp (at most
-  /// eight logits a lane) rather than a thread.
-  static constexpr int64_t kWarpRouteExperts = 256;
+  /// Experts up to which bias_route routes a token from registers (loops
+  /// unrolled over the experts) rather than from its logits in memory.
+  static constexpr int64_t kRouteInRegisters = 128;
 
   /// Top-k of token t's logits (ties to the lower id), then the scores. The
   /// logits are `regs` (one per expert, in registers: the loops over the
@@ -586,109 +586,6 @@ private:
     }
     for (auto [s, v] : llvm::enumerate(p))
       k.st(v, scores, k.add(k.mul(t, k.c(topK)), k.c(s)));
-  }
-
-  /// The warp of token t routes it: lane q holds logits q, q + 32, ...;
-  /// each of the topK rounds takes every lane's best logit not yet picked
-  /// (value desc, id asc; NaN never) and reduces them by shuffles, so that
-  /// every lane knows the pick; lane 0 stores the indices and scores and
-  /// counts. The same picks and scores as routeBody.
-  static void warpRouteBody(KB &k, Value t, Value lane, Value logits,
-                            Value bias, Value indices, Value scores,
-                            Value counts, int64_t e, int64_t topK,
-                            GateKind kind, bool renormalize) {
-    int64_t per = (e + 31) / 32;
-    Value row = k.mul(t, k.c(e));
-    SmallVector<Value> id, valid, v, taken;
-    for (int64_t q = 0; q < per; ++q) {
-      id.push_back(k.add(lane, k.c(32 * q)));
-      valid.push_back(k.cmpi(arith::CmpIPredicate::ult, id[q], k.c(e)));
-      Value at = k.sel(valid[q], k.add(row, id[q]), row);
-      Value x = k.ld(logits, at);
-      if (bias) {
-        x = k.add(x, k.ld(bias, k.sel(valid[q], id[q], k.c(0))));
-        k.when(valid[q], [&] { k.st(x, logits, at); });
-      }
-      v.push_back(x);
-      taken.push_back(k.boolean(false));
-    }
-    Value lead = k.cmpi(arith::CmpIPredicate::eq, lane, k.c(0));
-    Value none = k.i32(-1);
-    SmallVector<Value> picked;
-    for (int64_t s = 0; s < topK; ++s) {
-      // (bv, bj): this lane's best logit not yet picked; bj = -1 for none.
-      Value bv = k.f(0.0), bj = none;
-      for (int64_t q = 0; q < per; ++q) {
-        Value ok = k.andi(k.andi(valid[q], k.noti(taken[q])),
-                          k.cmpf(arith::CmpFPredicate::OEQ, v[q], v[q]));
-        Value better =
-            k.andi(ok, k.ori(k.cmpi(arith::CmpIPredicate::eq, bj, none),
-                             k.cmpf(arith::CmpFPredicate::OGT, v[q], bv)));
-        bv = k.sel(better, v[q], bv);
-        bj = k.sel(better, k.toI32(id[q]), bj);
-      }
-      for (int32_t off : {16, 8, 4, 2, 1}) {
-        Value ov = k.shuffleXor(bv, off), oj = k.shuffleXor(bj, off);
-        Value mineNone = k.cmpi(arith::CmpIPredicate::eq, bj, none);
-        Value take = k.andi(
-            k.cmpi(arith::CmpIPredicate::ne, oj, none),
-            k.ori(mineNone,
-                  k.ori(k.cmpf(arith::CmpFPredicate::OGT, ov, bv),
-                        k.andi(k.cmpf(arith::CmpFPredicate::OEQ, ov, bv),
-                               k.cmpi(arith::CmpIPredicate::slt, oj, bj)))));
-        bv = k.sel(take, ov, bv);
-        bj = k.sel(take, oj, bj);
-      }
-      for (int64_t q = 0; q < per; ++q)
-        taken[q] = k.ori(taken[q],
-                         k.cmpi(arith::CmpIPredicate::eq, k.toI32(id[q]), bj));
-      picked.push_back(bv);
-      Value pick = bj;
-      k.when(lead, [&] {
-        k.st(pick, indices, k.add(k.mul(t, k.c(topK)), k.c(s)));
-        if (counts)
-          k.when(k.cmpi(arith::CmpIPredicate::sge, pick, k.i32(0)), [&] {
-            k.atomicAdd(k.i32(1), counts, k.toIndex(pick));
-          });
-      });
-    }
-    SmallVector<Value> p;
-    switch (kind) {
-    case GateKind::naive: {
-      Value sum = k.f(0.0);
-      for (Value x : picked) {
-        p.push_back(k.exp(k.sub(x, picked[0])));
-        sum = k.add(sum, p.back());
-      }
-      for (Value &x : p)
-        x = k.div(x, sum);
-      break;
-    }
-    case GateKind::softmax_topk: {
-      Value z = k.f(0.0);
-      for (int64_t q = 0; q < per; ++q)
-        z = k.add(z, k.sel(valid[q], k.exp(k.sub(v[q], picked[0])), k.f(0.0)));
-      z = k.warpSum(z);
-      for (Value x : picked)
-        p.push_back(k.div(k.exp(k.sub(x, picked[0])), z));
-      break;
-    }
-    case GateKind::sigmoid:
-      for (Value x : picked)
-        p.push_back(k.sigmoid(x));
-      break;
-    }
-    if (renormalize) {
-      Value sum = k.f(0.0);
-      for (Value x : p)
-        sum = k.add(sum, x);
-      for (Value &x : p)
-        x = k.div(x, sum);
-    }
-    k.when(lead, [&] {
-      for (auto [s, x] : llvm::enumerate(p))
-        k.st(x, scores, k.add(k.mul(t, k.c(topK)), k.c(s)));
-    });
   }
 
   LogicalResult lowerGate(GateOp op) {
@@ -787,19 +684,9 @@ private:
       SmallVector<Value> args{logits, indices, scores, counts};
       if (bias)
         args.push_back(mem(op.getBias()));
-      if (e <= kWarpRouteExperts) {
-        // A warp per token (a thread per token left most of the GPU idle
-        // and waited on one load after another: 77 us on fine-grained's
-        // 16384 tokens x 64 experts, run 34).
-        launch(op, "bias_route", args, rows * 32,
-               [&](KB &k, Value i, ValueRange a, Value) {
-                 warpRouteBody(k, k.div(i, k.c(32)), k.rem(i, k.c(32)), a[0],
-                               bias ? a[4] : Value(), a[1], a[2], a[3], e,
-                               topK, kind, renorm);
-               });
-      } else {
-        launch(op, "bias_route", args, rows,
-               [&](KB &k, Value t, ValueRange a, Value) {
+      launch(op, "bias_route", args, rows,
+             [&](KB &k, Value t, ValueRange a, Value) {
+               if (e > kRouteInRegisters) {
                  if (bias)
                    k.loop(k.c(0), k.c(e), ValueRange{},
                           [&](Value j, ValueRange) {
@@ -810,8 +697,22 @@ private:
                           });
                  routeBody(k, t, a[0], {}, a[1], a[2], a[3], e, topK, kind,
                            renorm);
-               });
-      }
+                 return;
+               }
+               // Every logit loaded at once, then routed in registers (98 to
+               // 112 us from memory on fine-grained's gate, 76 us so; a warp
+               // per token with a shuffle top-k measured 94 us: runs 32-35).
+               SmallVector<Value> v;
+               for (int64_t j = 0; j < e; ++j)
+                 v.push_back(k.ld(a[0], k.add(k.mul(t, k.c(e)), k.c(j))));
+               if (bias)
+                 for (int64_t j = 0; j < e; ++j) {
+                   v[j] = k.add(v[j], k.ld(a[4], k.c(j)));
+                   k.st(v[j], a[0], k.add(k.mul(t, k.c(e)), k.c(j)));
+                 }
+               routeBody(k, t, a[0], v, a[1], a[2], a[3], e, topK, kind,
+                         renorm);
+             });
       return success();
     }
     SmallVector<Value> args{mem(op.getInput()), mem(op.getWeight())};
@@ -1405,7 +1306,7 @@ private:
   /// one expert at a time in registers and adds them to acc atomically, so
   /// dh is never read again.
   static constexpr int64_t kBiasRows = 32;
-  static constexpr int64_t kBiasUnroll = 2;
+  static constexpr int64_t kBiasUnroll = 4;
   void actAndGradBias(Operation *op, Value h, Value da, Value offsets,
                       Value dh, Value acc, Lin rows, int64_t hidden,
                       int64_t groups, int64_t local, Activation act) {
@@ -1506,13 +1407,10 @@ private:
               kBlock * vec);
         },
         {b.getNamedAttr("rows_per_block", b.getI64IntegerAttr(kBiasRows))});
-    // At least four blocks (32 warps) resident per SM, so that enough loads
-    // are in flight: ptxas keeps the registers to 64 a thread (a few
-    // spills). Without the hint two rows take 80 registers (three blocks an
-    // SM: classic's 1024 blocks then end on a half-empty wave), four rows
-    // 102 (two blocks: 358 us on the H200 against act_and_grad's 298 +
-    // fc1_bias_grad's 86, bench/NOTES.md run 34).
-    minBlocksPerSM(4);
+    // Four rows in flight take 102 registers a thread (two blocks an SM).
+    // Asking ptxas for four blocks (64 registers, two rows, a few spills)
+    // measured slower on fine-grained (416 against 379 us) and the same on
+    // classic (351 against 358 us; bench/NOTES.md runs 34-35).
   }
 
   LogicalResult lowerExpertGrad(ExpertGradOp op) {

@@ -30,13 +30,12 @@ func.func @wide(%x: tensor<?x512xbf16>, %wg: tensor<4x512xbf16>, %bg: tensor<4xb
 // CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
 // CHECK: vector.broadcast %{{.*}} : f32 to vector<8xf32>
 // CHECK: vector.store %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
-// act_and_grad with fc1's bias gradient: two rows' loads before their
+// act_and_grad with fc1's bias gradient: four rows' loads before their
 // stores (then one row at a time), the column sums added to the f32
-// accumulator element by element; ptxas is asked for four blocks an SM.
+// accumulator element by element.
 // CHECK-LABEL: gpu.func @wide_backward_act_and_grad_bias(
-// CHECK-SAME: nvvm.maxntid = array<i32: 256, 1, 1>, nvvm.minctasm = 4 : i32
-// CHECK-COUNT-4: vector.load %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
-// CHECK-COUNT-4: vector.store %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
+// CHECK-COUNT-8: vector.load %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
+// CHECK-COUNT-8: vector.store %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
 // CHECK-COUNT-2: vector.load %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
 // CHECK-COUNT-2: vector.store %{{.*}} {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
 // CHECK-COUNT-8: memref.atomic_rmw addf
@@ -62,10 +61,10 @@ func.func @many(%x: tensor<?x16xf32>, %wg: tensor<32x16xf32>, %bg: tensor<32xf32
 // GATE-SAME: all_rows = true, c_col = 0 : i64, fmoe.op = "fmoe.gate_route", k = 16 : i64, layout = "nt", lda = 16 : i64, ldc = 32 : i64, local_experts = 1 : i64, n = 32 : i64
 // GATE: gpu.launch_func @fmoe_kernels::@many_bias_route
 // GATE-SAME: fmoe.kernel = "bias_route"
-// A warp per token routes it: lane q holds logit q (32 experts), each pick
-// is reduced over the lanes by shuffles (4 picks of value and id, 5 steps).
-// GATE-SAME: fmoe.work = array<i64: 32, 0>
+// A thread per token loads its 32 logits at once and routes them in
+// registers: no load after the first 32 (the bias's 32 aside).
+// GATE-SAME: fmoe.work = array<i64: 1, 0>
 // GATE-LABEL: gpu.func @many_bias_route(
-// GATE-COUNT-40: gpu.shuffle xor
-// GATE-NOT: gpu.shuffle
+// GATE-COUNT-64: memref.load
+// GATE-NOT: memref.load
 // GATE: gpu.return
