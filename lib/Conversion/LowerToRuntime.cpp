@@ -437,10 +437,10 @@ private:
   /// every sum), and lane r picks token r's logits out of them, stores them
   /// and runs `then(token, logits)` for it with the logits in registers; the
   /// warp's tokens are stored and routed in parallel.
-  static void gateBody(KB &k, Value i, Value tokens, Value x, Value w,
-                       Value bias, Value logits, int64_t e, int64_t d,
-                       function_ref<void(Value, ArrayRef<Value>)> then =
-                           nullptr) {
+  static void
+  gateBody(KB &k, Value i, Value tokens, Value x, Value w, Value bias,
+           Value logits, int64_t e, int64_t d,
+           function_ref<void(Value, ArrayRef<Value>)> then = nullptr) {
     int64_t perWarp = gateTokensPerWarp(e);
     Value lane = k.rem(i, k.c(32));
     Value first = k.mul(k.div(i, k.c(32)), k.c(perWarp));
@@ -448,8 +448,8 @@ private:
       SmallVector<Value> tok;
       for (int64_t r = 0; r < perWarp; ++r) {
         Value t = k.add(first, k.c(r));
-        tok.push_back(k.sel(k.cmpi(arith::CmpIPredicate::ult, t, tokens), t,
-                            first));
+        tok.push_back(
+            k.sel(k.cmpi(arith::CmpIPredicate::ult, t, tokens), t, first));
       }
       SmallVector<Value> zeros(perWarp * e, k.f(0.0));
       ValueRange partial = k.loop(
@@ -507,21 +507,21 @@ private:
                         int64_t topK, GateKind kind, bool renormalize) {
     Value row = k.mul(t, k.c(e));
     // acc = step(j, logit j, acc) over the experts j in order.
-    auto overExperts = [&](ValueRange init,
-                           function_ref<SmallVector<Value>(Value, Value,
-                                                           ValueRange)>
-                               step) {
-      if (regs.empty()) {
-        ValueRange r = k.loop(k.c(0), k.c(e), init, [&](Value j, ValueRange a) {
-          return step(j, k.ld(logits, k.add(row, j)), a);
-        });
-        return SmallVector<Value>(r.begin(), r.end());
-      }
-      SmallVector<Value> acc(init.begin(), init.end());
-      for (int64_t j = 0; j < e; ++j)
-        acc = step(k.c(j), regs[j], acc);
-      return acc;
-    };
+    auto overExperts =
+        [&](ValueRange init,
+            function_ref<SmallVector<Value>(Value, Value, ValueRange)> step) {
+          if (regs.empty()) {
+            ValueRange r =
+                k.loop(k.c(0), k.c(e), init, [&](Value j, ValueRange a) {
+                  return step(j, k.ld(logits, k.add(row, j)), a);
+                });
+            return SmallVector<Value>(r.begin(), r.end());
+          }
+          SmallVector<Value> acc(init.begin(), init.end());
+          for (int64_t j = 0; j < e; ++j)
+            acc = step(k.c(j), regs[j], acc);
+          return acc;
+        };
     Value prevV = k.f(std::numeric_limits<float>::infinity());
     Value prevE = k.c(-1);
     SmallVector<Value> picked;
@@ -564,10 +564,9 @@ private:
       break;
     }
     case GateKind::softmax_topk: {
-      Value z =
-          overExperts(k.f(0.0), [&](Value, Value v, ValueRange a) {
-            return SmallVector<Value>{k.add(a[0], k.exp(k.sub(v, picked[0])))};
-          })[0];
+      Value z = overExperts(k.f(0.0), [&](Value, Value v, ValueRange a) {
+        return SmallVector<Value>{k.add(a[0], k.exp(k.sub(v, picked[0])))};
+      })[0];
       for (Value v : picked)
         p.push_back(k.div(k.exp(k.sub(v, picked[0])), z));
       break;
@@ -684,35 +683,33 @@ private:
       SmallVector<Value> args{logits, indices, scores, counts};
       if (bias)
         args.push_back(mem(op.getBias()));
-      launch(op, "bias_route", args, rows,
-             [&](KB &k, Value t, ValueRange a, Value) {
-               if (e > kRouteInRegisters) {
-                 if (bias)
-                   k.loop(k.c(0), k.c(e), ValueRange{},
-                          [&](Value j, ValueRange) {
-                            Value at = k.add(k.mul(t, k.c(e)), j);
-                            k.st(k.add(k.ld(a[0], at), k.ld(a[4], j)), a[0],
-                                 at);
-                            return SmallVector<Value>{};
-                          });
-                 routeBody(k, t, a[0], {}, a[1], a[2], a[3], e, topK, kind,
-                           renorm);
-                 return;
-               }
-               // Every logit loaded at once, then routed in registers (98 to
-               // 112 us from memory on fine-grained's gate, 76 us so; a warp
-               // per token with a shuffle top-k measured 94 us: runs 32-35).
-               SmallVector<Value> v;
-               for (int64_t j = 0; j < e; ++j)
-                 v.push_back(k.ld(a[0], k.add(k.mul(t, k.c(e)), k.c(j))));
-               if (bias)
-                 for (int64_t j = 0; j < e; ++j) {
-                   v[j] = k.add(v[j], k.ld(a[4], k.c(j)));
-                   k.st(v[j], a[0], k.add(k.mul(t, k.c(e)), k.c(j)));
-                 }
-               routeBody(k, t, a[0], v, a[1], a[2], a[3], e, topK, kind,
-                         renorm);
-             });
+      launch(
+          op, "bias_route", args, rows,
+          [&](KB &k, Value t, ValueRange a, Value) {
+            if (e > kRouteInRegisters) {
+              if (bias)
+                k.loop(k.c(0), k.c(e), ValueRange{}, [&](Value j, ValueRange) {
+                  Value at = k.add(k.mul(t, k.c(e)), j);
+                  k.st(k.add(k.ld(a[0], at), k.ld(a[4], j)), a[0], at);
+                  return SmallVector<Value>{};
+                });
+              routeBody(k, t, a[0], {}, a[1], a[2], a[3], e, topK, kind,
+                        renorm);
+              return;
+            }
+            // Every logit loaded at once, then routed in registers (98 to
+            // 112 us from memory on fine-grained's gate, 76 us so; a warp
+            // per token with a shuffle top-k measured 94 us: runs 32-35).
+            SmallVector<Value> v;
+            for (int64_t j = 0; j < e; ++j)
+              v.push_back(k.ld(a[0], k.add(k.mul(t, k.c(e)), k.c(j))));
+            if (bias)
+              for (int64_t j = 0; j < e; ++j) {
+                v[j] = k.add(v[j], k.ld(a[4], k.c(j)));
+                k.st(v[j], a[0], k.add(k.mul(t, k.c(e)), k.c(j)));
+              }
+            routeBody(k, t, a[0], v, a[1], a[2], a[3], e, topK, kind, renorm);
+          });
       return success();
     }
     SmallVector<Value> args{mem(op.getInput()), mem(op.getWeight())};
@@ -1307,9 +1304,9 @@ private:
   /// dh is never read again.
   static constexpr int64_t kBiasRows = 32;
   static constexpr int64_t kBiasUnroll = 4;
-  void actAndGradBias(Operation *op, Value h, Value da, Value offsets,
-                      Value dh, Value acc, Lin rows, int64_t hidden,
-                      int64_t groups, int64_t local, Activation act) {
+  void actAndGradBias(Operation *op, Value h, Value da, Value offsets, Value dh,
+                      Value acc, Lin rows, int64_t hidden, int64_t groups,
+                      int64_t local, Activation act) {
     bool glu = isGLU(act);
     int64_t hw = glu ? 2 * hidden : hidden;
     int64_t vec = 8;
@@ -1358,50 +1355,53 @@ private:
           k.loop(
               k.mul(tid, k.c(vec)), k.c(hidden), ValueRange{},
               [&](Value j, ValueRange) {
-                k.loop(k.c(0), k.c(local), ValueRange{}, [&](Value l,
-                                                             ValueRange) {
-                  // Expert l's rows within [r0, r1).
-                  Value s = k.c(groups / local);
-                  Value first = k.toIndex(k.ld(m[2], k.mul(l, s)));
-                  Value end = k.toIndex(k.ld(m[2], k.mul(k.add(l, k.c(1)), s)));
-                  Value lo = arith::MaxUIOp::create(k.b, k.loc, first, r0);
-                  Value hi = arith::MinUIOp::create(k.b, k.loc, end, r1);
-                  k.when(k.cmpi(arith::CmpIPredicate::ult, lo, hi), [&] {
-                    llvm::SaveAndRestore<int64_t> vectorBody(k.width, vec);
-                    // kBiasUnroll rows at a time (their loads in flight
-                    // together), then the rest.
-                    const int64_t u = kBiasUnroll;
-                    Value mainEnd = k.add(
-                        lo, k.mul(k.div(k.sub(hi, lo), k.c(u)), k.c(u)));
-                    Value sum =
-                        k.loop(lo, mainEnd, zero,
-                               [&](Value r, ValueRange a) {
-                                 SmallVector<SmallVector<Value>> v;
-                                 for (int64_t i = 0; i < u; ++i)
-                                   v.push_back(load(k.add(r, k.c(i)), j));
-                                 Value t = a[0];
-                                 for (int64_t i = 0; i < u; ++i)
-                                   t = k.add(t, store(k.add(r, k.c(i)), j, v[i]));
-                                 return SmallVector<Value>{t};
-                               },
-                               u)[0];
-                    sum = k.loop(mainEnd, hi, sum, [&](Value r, ValueRange a) {
-                      return SmallVector<Value>{
-                          k.add(a[0], store(r, j, load(r, j)))};
-                    })[0];
-                    Value base = k.add(k.mul(l, k.c(hidden)), j);
-                    for (int64_t i = 0; i < vec; ++i) {
-                      Value v = vec > 1 ? vector::ExtractOp::create(
-                                              k.b, k.loc, sum, ArrayRef<int64_t>{i})
-                                              .getResult()
-                                        : sum;
-                      memref::AtomicRMWOp::create(
-                          k.b, k.loc, arith::AtomicRMWKind::addf, v, m[4],
-                          ValueRange{k.add(base, k.c(i))});
-                    }
-                  });
-                  return SmallVector<Value>{};
-                });
+                k.loop(
+                    k.c(0), k.c(local), ValueRange{}, [&](Value l, ValueRange) {
+                      // Expert l's rows within [r0, r1).
+                      Value s = k.c(groups / local);
+                      Value first = k.toIndex(k.ld(m[2], k.mul(l, s)));
+                      Value end =
+                          k.toIndex(k.ld(m[2], k.mul(k.add(l, k.c(1)), s)));
+                      Value lo = arith::MaxUIOp::create(k.b, k.loc, first, r0);
+                      Value hi = arith::MinUIOp::create(k.b, k.loc, end, r1);
+                      k.when(k.cmpi(arith::CmpIPredicate::ult, lo, hi), [&] {
+                        llvm::SaveAndRestore<int64_t> vectorBody(k.width, vec);
+                        // kBiasUnroll rows at a time (their loads in flight
+                        // together), then the rest.
+                        const int64_t u = kBiasUnroll;
+                        Value mainEnd = k.add(
+                            lo, k.mul(k.div(k.sub(hi, lo), k.c(u)), k.c(u)));
+                        Value sum = k.loop(
+                            lo, mainEnd, zero,
+                            [&](Value r, ValueRange a) {
+                              SmallVector<SmallVector<Value>> v;
+                              for (int64_t i = 0; i < u; ++i)
+                                v.push_back(load(k.add(r, k.c(i)), j));
+                              Value t = a[0];
+                              for (int64_t i = 0; i < u; ++i)
+                                t = k.add(t, store(k.add(r, k.c(i)), j, v[i]));
+                              return SmallVector<Value>{t};
+                            },
+                            u)[0];
+                        sum = k.loop(
+                            mainEnd, hi, sum, [&](Value r, ValueRange a) {
+                              return SmallVector<Value>{
+                                  k.add(a[0], store(r, j, load(r, j)))};
+                            })[0];
+                        Value base = k.add(k.mul(l, k.c(hidden)), j);
+                        for (int64_t i = 0; i < vec; ++i) {
+                          Value v = vec > 1 ? vector::ExtractOp::create(
+                                                  k.b, k.loc, sum,
+                                                  ArrayRef<int64_t>{i})
+                                                  .getResult()
+                                            : sum;
+                          memref::AtomicRMWOp::create(
+                              k.b, k.loc, arith::AtomicRMWKind::addf, v, m[4],
+                              ValueRange{k.add(base, k.c(i))});
+                        }
+                      });
+                      return SmallVector<Value>{};
+                    });
                 return SmallVector<Value>{};
               },
               kBlock * vec);
@@ -1485,9 +1485,10 @@ private:
         // db1 summed in the same pass (dh is not read again for it).
         Value acc = temp(op.getLoc(), b.getF32Type(), {0, local}, hidden);
         memset(op, acc, 0);
-        actAndGradBias(op, h, da, offsets, dh, acc, rows, hidden, groups,
-                       local, act);
-        convert(op, acc, define(op.getGradFc1Bias(), {0, local}), local * hidden);
+        actAndGradBias(op, h, da, offsets, dh, acc, rows, hidden, groups, local,
+                       act);
+        convert(op, acc, define(op.getGradFc1Bias(), {0, local}),
+                local * hidden);
         fc1BiasDone = true;
       } else {
         actAndGrad(op, h, da, offsets, dh, rows, hidden, groups, act);

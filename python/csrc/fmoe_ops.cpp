@@ -17,13 +17,13 @@
 #include <torch/library.h>
 #ifdef FMOE_HAS_CUDA
 #include <ATen/cuda/CUDAContext.h>
-#include <cublas_v2.h>
-#include <dlfcn.h>
 #include <ATen/native/cuda/GroupMM.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <cublas_v2.h>
+#include <dlfcn.h>
 #endif
 
 #include <cstdio>
@@ -162,15 +162,16 @@ bool torchGroupedGemm(std::string_view fn, const fmoe::format::Command &c,
     int64_t lda = intAttrOr(c, "lda", k), ldc = intAttrOr(c, "ldc", n);
     int64_t aCol = intAttrOr(c, "a_col", 0), cCol = intAttrOr(c, "c_col", 0);
     if (n > 0 && k > 0 && lda > 0 && ldc > 0 && args[0].numel % lda == 0 &&
-        args[2].numel % ldc == 0 && args[0].numel / lda == args[2].numel / ldc &&
-        aCol + k <= lda && cCol + n <= ldc && args[1].numel == n * k) {
+        args[2].numel % ldc == 0 &&
+        args[0].numel / lda == args[2].numel / ldc && aCol + k <= lda &&
+        cCol + n <= ldc && args[1].numel == n * k) {
       int64_t rows = args[2].numel / ldc;
       if (rows == 0)
         return true;
       if (gemmBf16ToF32(static_cast<const at::BFloat16 *>(args[0].data) + aCol,
                         lda, args[1].data,
-                        static_cast<float *>(args[2].data) + cCol, ldc, rows,
-                        n, k))
+                        static_cast<float *>(args[2].data) + cCol, ldc, rows, n,
+                        k))
         return true;
     }
   }

@@ -603,7 +603,8 @@ void CudaBackend::call(const format::Command &cmd,
                        Execution &execution) {
   Attrs attrs(cmd);
   LibraryTarget target = splitTarget(cmd.target);
-  if (target.base == "fmoe_rt_grouped_gemm" && ownPlainGemm(attrs, target, args))
+  if (target.base == "fmoe_rt_grouped_gemm" &&
+      ownPlainGemm(attrs, target, args))
     return;
   if (const CudaLibraryHook::Fn &hook = CudaLibraryHook::get())
     if (hook(target.base, cmd, args, stream))
