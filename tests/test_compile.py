@@ -394,3 +394,20 @@ def test_nan_gate_logits_pick_no_expert_twice():
         assert sorted(picked) == list(range(alive)), row
         assert row[alive:] == [-1] * (k - alive), row
     assert torch.isfinite(compiled(x)).all()
+
+
+def test_forward_reads_the_parameters_each_step():
+    """A compiled forward reads the layer's parameters every step (a
+    parameter replaced after compiling is used) and refuses a mask set after
+    compiling."""
+    layer = make_layer(4, 2, torch.float32)
+    compiled = fmoe.compile(layer)
+    x = torch.randn(5, D_MODEL)
+    before = compiled(x)
+    layer.experts.h4toh.bias = torch.nn.Parameter(layer.experts.h4toh.bias.detach() + 1.0)
+    after = compiled(x)
+    assert not torch.allclose(before, after)
+    assert rel_err(after, brute_force_layer(copy.deepcopy(layer).double(), x.double(), "gelu")) <= 1e-5
+    compiled.mask = torch.zeros(5)
+    with pytest.raises(ValueError, match="mask"):
+        compiled(x)

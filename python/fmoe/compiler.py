@@ -225,9 +225,14 @@ class CompiledMoE:
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """``inp: [..., d_model]`` in the layer's dtype and device → same shape."""
-        cfg = self.moe_config()
-        d = cfg["d_model"]
-        params = list(cfg["params"].values())
+        # The compiled module was checked by moe_config() when it was built;
+        # each step only reads the parameters (moe_config's checks and dict
+        # cost tens of microseconds of host time at the start of a forward,
+        # when the GPU waits for the host).
+        if self.mask is not None or self.mask_dict is not None:
+            raise ValueError(f"{self._fmoe_name}: a layer with mask/mask_dict cannot be compiled")
+        d = self.d_model
+        params = list(self.moe_operands().values())
         if not isinstance(inp, torch.Tensor):
             raise TypeError(f"{self._fmoe_name}: expected a tensor input, got {type(inp).__name__}")
         if inp.dim() == 0 or inp.shape[-1] != d:

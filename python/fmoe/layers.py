@@ -616,6 +616,25 @@ class FMoETransformerMLP(FMoE):
             )
         return kind
 
+    def moe_operands(self) -> Dict[str, nn.Parameter]:
+        r"""The parameters a compiled layer takes, name → ``nn.Parameter`` in
+        operand order (``moe_config()["params"]``), without ``moe_config``'s
+        checks: what a compiled layer's forward reads every step."""
+        gate = self.gate.gate
+        experts = self.experts
+        params: Dict[str, nn.Parameter] = {"gate_weight": gate.weight}
+        if gate.bias is not None:
+            params["gate_bias"] = gate.bias
+        params["fc1_weight"] = experts.htoh4.weight
+        if experts.htoh4.bias is not None:
+            params["fc1_bias"] = experts.htoh4.bias
+        if experts.up is not None:
+            params["up_weight"] = experts.up.weight
+        params["fc2_weight"] = experts.h4toh.weight
+        if experts.h4toh.bias is not None:
+            params["fc2_bias"] = experts.h4toh.bias
+        return params
+
     def moe_config(self) -> Dict[str, Any]:
         r"""Everything ``fmoe.compile`` needs to build this layer.
 
@@ -659,17 +678,7 @@ class FMoETransformerMLP(FMoE):
             raise ValueError(f"{name}: self.experts was replaced by {type(self.experts).__name__}")
         activation = self.activation_name()
         experts = self.experts
-        params: Dict[str, nn.Parameter] = {"gate_weight": gate.gate.weight}
-        if gate.gate.bias is not None:
-            params["gate_bias"] = gate.gate.bias
-        params["fc1_weight"] = experts.htoh4.weight
-        if experts.htoh4.bias is not None:
-            params["fc1_bias"] = experts.htoh4.bias
-        if experts.up is not None:
-            params["up_weight"] = experts.up.weight
-        params["fc2_weight"] = experts.h4toh.weight
-        if experts.h4toh.bias is not None:
-            params["fc2_bias"] = experts.h4toh.bias
+        params = self.moe_operands()
         return {
             "num_experts": self.num_expert * self.world_size,
             "num_expert": self.num_expert,

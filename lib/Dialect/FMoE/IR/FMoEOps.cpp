@@ -180,10 +180,6 @@ LogicalResult checkOffsets(Operation *op, Value offsets, int64_t local,
   return success();
 }
 
-int64_t numExpertsOf(Value logitsOrCounts, unsigned dim) {
-  return cast<RankedTensorType>(logitsOrCounts.getType()).getDimSize(dim);
-}
-
 } // namespace
 
 //===----------------------------------------------------------------------===//
