@@ -326,8 +326,6 @@ private:
                           a.getValue());
   }
 
-  /// A kernel with one thread per item of `work` (linear in T): the body gets
-  /// the item `i` only when i < work.
   /// The kernel launchBlocks created last.
   gpu::GPUFuncOp lastKernel;
 
@@ -339,6 +337,8 @@ private:
     lastKernel->setAttr("nvvm.minctasm", b.getI32IntegerAttr(blocks));
   }
 
+  /// A kernel with one thread per item of `work` (linear in T): the body gets
+  /// the item `i` only when i < work.
   void launch(Operation *src, StringRef suffix, ValueRange args, Lin work,
               function_ref<void(KB &, Value, ValueRange, Value)> body,
               ArrayRef<NamedAttribute> params = {}) {
@@ -700,13 +700,14 @@ private:
             // Every logit loaded at once, then routed in registers (98 to
             // 112 us from memory on fine-grained's gate, 76 us so; a warp
             // per token with a shuffle top-k measured 94 us: runs 32-35).
+            Value row = k.mul(t, k.c(e));
             SmallVector<Value> v;
             for (int64_t j = 0; j < e; ++j)
-              v.push_back(k.ld(a[0], k.add(k.mul(t, k.c(e)), k.c(j))));
+              v.push_back(k.ld(a[0], k.add(row, k.c(j))));
             if (bias)
               for (int64_t j = 0; j < e; ++j) {
                 v[j] = k.add(v[j], k.ld(a[4], k.c(j)));
-                k.st(v[j], a[0], k.add(k.mul(t, k.c(e)), k.c(j)));
+                k.st(v[j], a[0], k.add(row, k.c(j)));
               }
             routeBody(k, t, a[0], v, a[1], a[2], a[3], e, topK, kind, renorm);
           });
@@ -1259,38 +1260,55 @@ private:
            });
   }
 
+  /// Row r's elements at columns [j, j + k.width) of an act_and_grad pass
+  /// over m = {h (row stride hidden, GLU 2 * hidden), da, offsets, dh (h's
+  /// layout)}: the loads, h and da (and h's up half for GLU), apart from the
+  /// stores so that a kernel can issue several rows' loads first.
+  static SmallVector<Value> actGradLoad(KB &k, ValueRange m, Value r, Value j,
+                                        int64_t hidden, bool glu) {
+    Value hIdx = k.add(k.mul(r, k.c(glu ? 2 * hidden : hidden)), j);
+    SmallVector<Value> v{k.ld(m[0], hIdx),
+                         k.ld(m[1], k.add(k.mul(r, k.c(hidden)), j))};
+    if (glu)
+      v.push_back(k.ld(m[0], k.add(hIdx, k.c(hidden))));
+    return v;
+  }
+  /// The stores of those elements (`v` from actGradLoad): a = act(h) over da
+  /// (GLU: act(h_g) h_u), dh = da * act'(h) (GLU: both halves). Returns dh
+  /// (GLU: its gate half) as computed, in f32.
+  static Value actGradStore(KB &k, ValueRange m, Value r, Value j, ValueRange v,
+                            int64_t hidden, Activation act) {
+    bool glu = isGLU(act);
+    Value hIdx = k.add(k.mul(r, k.c(glu ? 2 * hidden : hidden)), j);
+    Value pre = v[0], g = v[1];
+    Value out = k.act(act, pre);
+    Value d;
+    if (glu) {
+      d = k.mul(k.mul(g, v[2]), k.actGrad(act, pre));
+      k.st(d, m[3], hIdx);
+      k.st(k.mul(g, out), m[3], k.add(hIdx, k.c(hidden)));
+      out = k.mul(out, v[2]);
+    } else {
+      d = k.mul(g, k.actGrad(act, pre));
+      k.st(d, m[3], hIdx);
+    }
+    k.st(out, m[1], k.add(k.mul(r, k.c(hidden)), j));
+    return d;
+  }
+
   /// The act_and_grad row kernel: a = act(h) over da (GLU: act(h_g) h_u)
   /// and dh = da * act'(h) (GLU: both halves) in one pass.
   void actAndGrad(Operation *op, Value h, Value da, Value offsets, Value dh,
                   Lin rows, int64_t hidden, int64_t groups, Activation act) {
     bool glu = isGLU(act);
-    int64_t hw = glu ? 2 * hidden : hidden;
     launchGroupedRows(
         op, "act_and_grad", {h, da, offsets, dh}, rows, hidden, 2, groups,
         [&](KB &k, Value r, Value tid, ValueRange m) {
-          Value hRow = k.mul(r, k.c(hw)), aRow = k.mul(r, k.c(hidden));
           k.columns(
               tid, hidden,
-              [&](Value j) {
-                Value hIdx = k.add(hRow, j);
-                SmallVector<Value> v{k.ld(m[0], hIdx),
-                                     k.ld(m[1], k.add(aRow, j))};
-                if (glu)
-                  v.push_back(k.ld(m[0], k.add(hIdx, k.c(hidden))));
-                return v;
-              },
+              [&](Value j) { return actGradLoad(k, m, r, j, hidden, glu); },
               [&](Value j, ValueRange v) {
-                Value hIdx = k.add(hRow, j);
-                Value pre = v[0], g = v[1];
-                Value out = k.act(act, pre);
-                if (glu) {
-                  k.st(k.mul(k.mul(g, v[2]), k.actGrad(act, pre)), m[3], hIdx);
-                  k.st(k.mul(g, out), m[3], k.add(hIdx, k.c(hidden)));
-                  out = k.mul(out, v[2]);
-                } else {
-                  k.st(k.mul(g, k.actGrad(act, pre)), m[3], hIdx);
-                }
-                k.st(out, m[1], k.add(aRow, j));
+                actGradStore(k, m, r, j, v, hidden, act);
               });
         });
   }
@@ -1308,7 +1326,6 @@ private:
                       Value acc, Lin rows, int64_t hidden, int64_t groups,
                       int64_t local, Activation act) {
     bool glu = isGLU(act);
-    int64_t hw = glu ? 2 * hidden : hidden;
     int64_t vec = 8;
     while (vec > 1 && hidden % (kBlock * vec) != 0)
       vec /= 2;
@@ -1323,34 +1340,13 @@ private:
           if (vec > 1)
             zero = vector::BroadcastOp::create(
                 k.b, k.loc, VectorType::get({vec}, f32), zero);
-          // One row's elements at columns [j, j + vec): load h (and the up
-          // half) and da; then store a = act(h) over da and dh, returning
-          // dh's gate half (what the bias gradient sums). Split so that a
-          // few rows' loads are issued before any store.
+          // A row's elements (loads apart, so that kBiasUnroll rows' loads
+          // are issued first); the sum takes dh as stored.
           auto load = [&](Value r, Value j) {
-            Value hIdx = k.add(k.mul(r, k.c(hw)), j);
-            SmallVector<Value> v{k.ld(m[0], hIdx),
-                                 k.ld(m[1], k.add(k.mul(r, k.c(hidden)), j))};
-            if (glu)
-              v.push_back(k.ld(m[0], k.add(hIdx, k.c(hidden))));
-            return v;
+            return actGradLoad(k, m, r, j, hidden, glu);
           };
           auto store = [&](Value r, Value j, ArrayRef<Value> v) {
-            Value hIdx = k.add(k.mul(r, k.c(hw)), j);
-            Value pre = v[0], g = v[1];
-            Value out = k.act(act, pre);
-            Value d;
-            if (glu) {
-              d = k.mul(k.mul(g, v[2]), k.actGrad(act, pre));
-              k.st(d, m[3], hIdx);
-              k.st(k.mul(g, out), m[3], k.add(hIdx, k.c(hidden)));
-              out = k.mul(out, v[2]);
-            } else {
-              d = k.mul(g, k.actGrad(act, pre));
-              k.st(d, m[3], hIdx);
-            }
-            k.st(out, m[1], k.add(k.mul(r, k.c(hidden)), j));
-            return k.storedIn(d, m[3]); // the sum of dh as stored
+            return k.storedIn(actGradStore(k, m, r, j, v, hidden, act), m[3]);
           };
           k.loop(
               k.mul(tid, k.c(vec)), k.c(hidden), ValueRange{},

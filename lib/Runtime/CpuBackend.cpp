@@ -660,29 +660,11 @@ private:
     } else if (k == "act_and_grad_bias") {
       // act_and_grad, then acc[l, j] += the sum of dh[r, j] (j < hidden, the
       // gate half for GLU) over the rows r of local expert l.
-      View dh = v(a, 3), off = v(a, 2), acc = v(a, 4);
-      actGrad(c, v(a, 0), v(a, 1), off, dh);
-      int64_t local = acc.rows(), hidden = acc.cols();
-      int64_t per = (off.numel() - 1) / local;
-      for (int64_t l = 0; l < local; ++l)
-        for (int64_t j = 0; j < hidden; ++j) {
-          float s = acc.f(l * hidden + j);
-          for (int64_t r = off.i(l * per); r < off.i((l + 1) * per); ++r)
-            s += dh.f(r * dh.cols() + j);
-          acc.set(l * hidden + j, s);
-        }
+      actGrad(c, v(a, 0), v(a, 1), v(a, 2), v(a, 3));
+      groupColumnSums(v(a, 3), v(a, 2), v(a, 4), /*add=*/true);
     } else if (k == "fc1_bias_grad" || k == "fc2_bias_grad" ||
                k == "gate_bias_grad") {
-      View src = v(a, 0), off = v(a, 1), grad = v(a, 2);
-      int64_t local = grad.rows(), cols = grad.cols();
-      int64_t per = (off.numel() - 1) / local;
-      for (int64_t l = 0; l < local; ++l)
-        for (int64_t j = 0; j < cols; ++j) {
-          float s = 0;
-          for (int64_t r = off.i(l * per); r < off.i((l + 1) * per); ++r)
-            s += src.f(r * src.cols() + j);
-          grad.set(l * cols + j, s);
-        }
+      groupColumnSums(v(a, 0), v(a, 1), v(a, 2), /*add=*/false);
     } else if (k == "convert") {
       View src = v(a, 0), dst = v(a, 1);
       for (int64_t i = 0; i < dst.numel(); ++i)
@@ -709,6 +691,20 @@ private:
       throw Error("cpu backend: no implementation of kernel '" + k + "' (" +
                   c.target + ")");
     }
+  }
+
+  /// grad[l, j] (= or +=) the sum of src[r, j] over the rows r of local
+  /// expert l (the groups [l*S, (l+1)*S) of `off`), j < grad's columns.
+  static void groupColumnSums(View src, View off, View grad, bool add) {
+    int64_t local = grad.rows(), cols = grad.cols();
+    int64_t per = (off.numel() - 1) / local;
+    for (int64_t l = 0; l < local; ++l)
+      for (int64_t j = 0; j < cols; ++j) {
+        float s = add ? grad.f(l * cols + j) : 0.0f;
+        for (int64_t r = off.i(l * per); r < off.i((l + 1) * per); ++r)
+          s += src.f(r * src.cols() + j);
+        grad.set(l * cols + j, s);
+      }
   }
 
   /// dh = da * act'(h) (GLU: both halves), and a = act(h) (GLU:
