@@ -11,6 +11,7 @@
 #ifndef FMOE_LIB_CONVERSION_KERNELBUILDER_H
 #define FMOE_LIB_CONVERSION_KERNELBUILDER_H
 
+#include "fmoe/Support/NormalApprox.h"
 #include "fmoe/Transforms/Passes.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "llvm/Support/SaveAndRestore.h"
@@ -276,18 +277,59 @@ struct KB {
   }
 
   // Activations and their derivatives, on f32.
+  //
+  // They run once per element of the T*k x d_hidden activations, where the
+  // passes over h are as much bound by their arithmetic as by memory: so
+  // the exponentials and reciprocals below are the GPU's approximate ones
+  // (ex2.approx, rcp.approx; a few ulp), and GeLU avoids erf.
+  Value fma(Value x, Value y, Value z) {
+    std::tie(x, y) = same(x, y);
+    return math::FmaOp::create(b, loc, x, y, splat(z, x));
+  }
+  /// acc + sum_u x[u] * y[u] over the elements of x and y (vectors of one
+  /// shape, or scalars), in f32 FMAs.
+  Value dot(Value x, Value y, Value acc) {
+    auto vec = dyn_cast<VectorType>(x.getType());
+    if (!vec)
+      return fma(x, y, acc);
+    for (int64_t u = 0; u < vec.getNumElements(); ++u)
+      acc =
+          fma(vector::ExtractOp::create(b, loc, x, ArrayRef<int64_t>{u}),
+              vector::ExtractOp::create(b, loc, y, ArrayRef<int64_t>{u}), acc);
+    return acc;
+  }
+  /// 1 / x, to a few ulp (rcp.approx on the GPU).
+  Value recip(Value x) {
+    auto fast = arith::FastMathFlagsAttr::get(b.getContext(),
+                                              arith::FastMathFlags::afn);
+    return arith::DivFOp::create(b, loc, splat(f(1.0), x), x, fast);
+  }
+  Value exp2(Value x) { return math::Exp2Op::create(b, loc, x); }
   Value sigmoid(Value x) {
-    return div(f(1.0), add(f(1.0), exp(sub(f(0.0), x))));
+    return recip(add(f(1.0), exp2(mul(x, f(-M_LOG2E)))));
+  }
+  /// The standard normal's CDF Phi(x) and density phi(x) from one exp2 and
+  /// one reciprocal (the form and its accuracy: fmoe/Support/NormalApprox.h).
+  std::pair<Value, Value> normalCdfPdf(Value x) {
+    Value a = math::AbsFOp::create(b, loc, x);
+    Value t = recip(fma(a, f(::fmoe::kNormalTailScale), f(1.0)));
+    Value e = exp2(mul(mul(x, f(::fmoe::kHalfSquareToExp2)), x));
+    using ::fmoe::kNormalTailPoly, ::fmoe::kNormalTailPolyTerms;
+    Value poly = splat(f(kNormalTailPoly[kNormalTailPolyTerms - 1]), x);
+    for (int i = kNormalTailPolyTerms - 2; i >= 0; --i)
+      poly = fma(poly, t, f(kNormalTailPoly[i]));
+    Value tail = mul(mul(poly, t), e);
+    Value cdf = sel(cmpf(arith::CmpFPredicate::OLT, x, f(0.0)), tail,
+                    sub(f(1.0), tail));
+    return {cdf, mul(e, f(::fmoe::kInvSqrt2Pi))};
   }
   Value act(Activation a, Value x) {
     switch (a) {
     case Activation::relu:
       return max(x, f(0.0));
     case Activation::gelu:
-    case Activation::geglu: {
-      Value e = math::ErfOp::create(b, loc, mul(x, f(M_SQRT1_2)));
-      return mul(mul(f(0.5), x), add(f(1.0), e));
-    }
+    case Activation::geglu:
+      return mul(x, normalCdfPdf(x).first);
     case Activation::gelu_tanh: {
       Value t = geluTanhInner(x);
       return mul(mul(f(0.5), x), add(f(1.0), t));
@@ -309,11 +351,8 @@ struct KB {
       return sel(cmpf(arith::CmpFPredicate::OGT, x, f(0.0)), f(1.0), f(0.0));
     case Activation::gelu:
     case Activation::geglu: {
-      Value cdf =
-          mul(f(0.5),
-              add(f(1.0), math::ErfOp::create(b, loc, mul(x, f(M_SQRT1_2)))));
-      Value pdf = mul(f(0.3989422804014327), exp(mul(f(-0.5), mul(x, x))));
-      return add(cdf, mul(x, pdf));
+      auto [cdf, pdf] = normalCdfPdf(x);
+      return fma(x, pdf, cdf);
     }
     case Activation::gelu_tanh: {
       Value t = geluTanhInner(x);

@@ -423,15 +423,22 @@ private:
   // Forward stages
   //===--------------------------------------------------------------------===//
 
+  /// Columns of x and of the gate's weights a lane of the gate loads at once:
+  /// 8 (16 bytes of bf16) where every row is a whole number of the warp's
+  /// 32 * 8 columns, else 1.
+  static int64_t gateColumnsPerLoad(int64_t d) { return d % 256 == 0 ? 8 : 1; }
   /// Tokens per warp of the gate: each weight element a lane loads serves
-  /// that many tokens; their partial sums (tokens x experts) stay in
-  /// registers.
-  static int64_t gateTokensPerWarp(int64_t e) {
-    return std::clamp<int64_t>(64 / e, 1, 4);
+  /// that many tokens. Their partial sums (tokens x experts), and with
+  /// vector loads their loaded columns, stay in registers: at most 64
+  /// values (16 experts with 8 columns a load: two tokens; more spilled
+  /// under the gate's 128 registers).
+  static int64_t gateTokensPerWarp(int64_t e, int64_t d) {
+    int64_t vec = gateColumnsPerLoad(d);
+    return std::clamp<int64_t>(64 / (e + (vec > 1 ? vec : 0)), 1, 4);
   }
 
   /// logits[t, e] = bias[e] + sum_d x[t, d] * w[e, d] for the tokens of the
-  /// warp of thread `i` (gateTokensPerWarp(e) consecutive tokens, of
+  /// warp of thread `i` (gateTokensPerWarp(e, d) consecutive tokens, of
   /// `tokens`): each lane sums every 32nd column for every token and expert
   /// (coalesced loads), the lanes reduce by shuffles (every lane then holds
   /// every sum), and lane r picks token r's logits out of them, stores them
@@ -441,7 +448,7 @@ private:
   gateBody(KB &k, Value i, Value tokens, Value x, Value w, Value bias,
            Value logits, int64_t e, int64_t d,
            function_ref<void(Value, ArrayRef<Value>)> then = nullptr) {
-    int64_t perWarp = gateTokensPerWarp(e);
+    int64_t perWarp = gateTokensPerWarp(e, d);
     Value lane = k.rem(i, k.c(32));
     Value first = k.mul(k.div(i, k.c(32)), k.c(perWarp));
     k.when(k.cmpi(arith::CmpIPredicate::ult, first, tokens), [&] {
@@ -451,22 +458,25 @@ private:
         tok.push_back(
             k.sel(k.cmpi(arith::CmpIPredicate::ult, t, tokens), t, first));
       }
+      int64_t vec = gateColumnsPerLoad(d);
       SmallVector<Value> zeros(perWarp * e, k.f(0.0));
       ValueRange partial = k.loop(
-          lane, k.c(d), zeros,
+          k.mul(lane, k.c(vec)), k.c(d), zeros,
           [&](Value dd, ValueRange a) {
-            SmallVector<Value> xv, wv;
+            llvm::SaveAndRestore<int64_t> wide(k.width, vec);
+            SmallVector<Value> xv;
             for (int64_t r = 0; r < perWarp; ++r)
               xv.push_back(k.ld(x, k.add(k.mul(tok[r], k.c(d)), dd)));
-            for (int64_t j = 0; j < e; ++j)
-              wv.push_back(k.ld(w, k.add(k.c(j * d), dd)));
-            SmallVector<Value> next;
-            for (int64_t r = 0; r < perWarp; ++r)
-              for (int64_t j = 0; j < e; ++j)
-                next.push_back(k.add(a[r * e + j], k.mul(xv[r], wv[j])));
+            SmallVector<Value> next(a.begin(), a.end());
+            // One expert's weights at a time, for every token of the warp.
+            for (int64_t j = 0; j < e; ++j) {
+              Value wv = k.ld(w, k.add(k.c(j * d), dd));
+              for (int64_t r = 0; r < perWarp; ++r)
+                next[r * e + j] = k.dot(xv[r], wv, next[r * e + j]);
+            }
             return next;
           },
-          /*step=*/32);
+          /*step=*/32 * vec);
       SmallVector<Value> sums;
       for (Value p : partial)
         sums.push_back(k.warpSum(p));
@@ -717,7 +727,7 @@ private:
     if (bias)
       args.push_back(mem(op.getBias()));
     args.append({logits, indices, scores, counts});
-    // One warp per gateTokensPerWarp(e) tokens; the launch keeps a warp per
+    // One warp per gateTokensPerWarp(e, d) tokens; the launch keeps a warp per
     // token (sizes are linear in T) and the surplus warps exit at once.
     launch(op, "gate_route", args, rows * 32,
            [&](KB &k, Value i, ValueRange a, Value t) {

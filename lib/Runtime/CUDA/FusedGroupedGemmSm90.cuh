@@ -55,6 +55,7 @@
 #include <cassert>
 
 #include "FusedGroupedGemmSm90.h"
+#include "Gelu.cuh"
 
 #include <cuda_runtime.h>
 
@@ -104,14 +105,10 @@ constexpr bool kBuildHasSm90 = false;
 // over the value type with an Array specialisation.
 //===----------------------------------------------------------------------===//
 
-constexpr float kInvSqrt2 = 0.70710678118654752f;
-constexpr float kInvSqrt2Pi = 0.39894228040143268f;
-
-/// gelu(x) = x * Phi(x), Phi the standard normal CDF (erf form).
+/// gelu(x) = x * Phi(x), Phi the standard normal CDF (Gelu.cuh's form).
 template <class T> struct GeluErf {
   CUTLASS_HOST_DEVICE T operator()(T const &x) const {
-    float v = static_cast<float>(x);
-    return T(0.5f * v * (1.0f + erff(v * kInvSqrt2)));
+    return T(gelu(static_cast<float>(x)));
   }
 };
 template <class T, int N> struct GeluErf<cutlass::Array<T, N>> {
@@ -129,10 +126,7 @@ template <class T, int N> struct GeluErf<cutlass::Array<T, N>> {
 /// dy * gelu'(h), gelu'(h) = Phi(h) + h * phi(h).
 template <class T> struct GeluErfBackward {
   CUTLASS_HOST_DEVICE T operator()(T const &dy, T const &h) const {
-    float x = static_cast<float>(h);
-    float cdf = 0.5f * (1.0f + erff(x * kInvSqrt2));
-    float pdf = kInvSqrt2Pi * expf(-0.5f * x * x);
-    return T(static_cast<float>(dy) * (cdf + x * pdf));
+    return T(static_cast<float>(dy) * geluGrad(static_cast<float>(h)));
   }
 };
 template <class T, int N> struct GeluErfBackward<cutlass::Array<T, N>> {

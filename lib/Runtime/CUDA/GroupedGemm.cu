@@ -12,6 +12,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "Gelu.cuh"
 #include "GroupedGemm.h"
 
 #include <cuda_bf16.h>
@@ -375,9 +376,7 @@ template <typename T> __global__ void epilogueKernel(EpilogueArgs p) {
     for (int64_t j = threadIdx.x; j < p.n; j += blockDim.x) {
       float v = toFloat(src[j]), xv = toFloat(x[j]);
       if (p.dgelu) {
-        float cdf = 0.5f * (1.0f + erff(xv * 0.70710678118654752f));
-        float pdf = 0.39894228040143268f * expf(-0.5f * xv * xv);
-        c[j] = fromFloat<T>(v * (cdf + xv * pdf));
+        c[j] = fromFloat<T>(v * geluGrad(xv));
       } else {
         c[j] = fromFloat<T>(v + xv);
       }
