@@ -232,7 +232,25 @@ def timeline(p, top=8):
         print(f"   gap {g:7.1f} us  {before[:50]:50} -> {after[:50]}")
 
 
-def profile(fn, params, s, name):
+def start_trace(p, first=14):
+    """The start of the step, host and device side by side: the host's
+    launch calls (runtime and driver API) and the device's operations in
+    start order, in microseconds from the step's first host call, up to the
+    `first`-th device operation."""
+    events = sorted((e.time_range.start, e.time_range.end, e.device_type, e.name) for e in p.events())
+    host_calls = [e for e in events if e[2] == torch.autograd.DeviceType.CPU and e[3].startswith(("cu", "cuda"))]
+    device_ops = [e for e in events if e[2] == torch.autograd.DeviceType.CUDA]
+    if not host_calls or not device_ops:
+        return
+    t0 = min(host_calls[0][0], device_ops[0][0])
+    last = device_ops[min(first, len(device_ops)) - 1][0]
+    print("   start of the step (us from the first host call): host call | device operation")
+    for start, end, dev, name in sorted(e for e in host_calls + device_ops if e[0] <= last):
+        side = "host  " if dev == torch.autograd.DeviceType.CPU else "device"
+        print(f"   {side} {start - t0:9.1f} .. {end - t0:9.1f}  {name[:70]}")
+
+
+def profile(fn, params, s, name, trace_start=False):
     """Per-kernel GPU time of one fmoe forward+backward, and where the GPU
     waits in it (the step starts on an idle GPU, as time_it's do)."""
     from torch.profiler import ProfilerActivity, profile as prof
@@ -242,12 +260,15 @@ def profile(fn, params, s, name):
     for _ in range(2):
         torch.autograd.grad(fn(x), [x, *params], g)
     torch.cuda.synchronize()
-    with prof(activities=[ProfilerActivity.CUDA]) as p:
+    activities = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if trace_start else [])
+    with prof(activities=activities) as p:
         torch.autograd.grad(fn(x), [x, *params], g)
         torch.cuda.synchronize()
     print(f"-- {name}: fmoe fwd+bwd, per kernel")
     print(p.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
     timeline(p)
+    if trace_start:
+        start_trace(p)
 
 
 def check(fn, ref, params, s):
@@ -281,6 +302,9 @@ def main():
     ap.add_argument("--json", type=Path)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--profile", action="store_true", help="per-kernel times of fmoe's fwd+bwd")
+    ap.add_argument(
+        "--trace-start", action="store_true", help="with --profile: the host's calls beside the device's first operations"
+    )
     args = ap.parse_args()
     torch.manual_seed(0)
     results = []
@@ -343,7 +367,7 @@ def main():
             for impl in ("fmoe", "fmoe_owngemm"):
                 if impl in impls:
                     with env(IMPL_ENV.get(impl, {})):
-                        profile(impls[impl][0], params, s, f"{name} ({impl})")
+                        profile(impls[impl][0], params, s, f"{name} ({impl})", args.trace_start)
         del impls, layer, params
         torch.cuda.empty_cache()
     if args.json:
