@@ -65,7 +65,7 @@ fi
 
 mkdir -p "$BUILD"
 FLAGS=(-std=c++17 -O3 -DNDEBUG -arch=sm_90a --expt-relaxed-constexpr
-       -I "$CUTLASS_INC" -I lib/Runtime/CUDA "${DEFINES[@]}")
+       -I "$CUTLASS_INC" -I lib/Runtime/CUDA -I include "${DEFINES[@]}")
 SOURCES=(
   lib/Runtime/CUDA/FusedGroupedGemm.cu
   lib/Runtime/CUDA/FusedGroupedGemmSm90NoneNT.cu
