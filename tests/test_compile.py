@@ -269,6 +269,30 @@ def test_keep_activations(e, k, activation):
     assert b"fmoe_rt_grouped_gemm_dact" not in info.path.read_bytes()
 
 
+@pytest.mark.parametrize("d_model,fused", [(2048, True), (1024, False)], ids=["d2048", "d1024"])
+def test_activation_in_gemm_epilogues_from_d_model_2048(d_model, fused):
+    """A bf16 GeLU layer with both biases and d_model >= 2048 computes GeLU
+    in the expert GEMMs' epilogues: fc1 is fmoe_rt_grouped_gemm_bias_act (h
+    and gelu(h)), the backward's da GEMM fmoe_rt_grouped_gemm_dact_act (dh
+    and gelu(h) over h), with no bias_act or act_and_grad pass; narrower
+    layers keep the passes. Either way the numbers match the brute force."""
+    torch.manual_seed(3)
+    layer = fmoe.FMoETransformerMLP(num_expert=4, d_model=d_model, d_hidden=16, top_k=2)
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1)
+    layer = layer.to(torch.bfloat16)
+    compiled = fmoe.compile(layer)
+    (info,) = compiled._fmoe_modules.values()
+    data = info.path.read_bytes()
+    assert (b"fmoe_rt_grouped_gemm_bias_act" in data) == fused
+    assert (b"fmoe_rt_grouped_gemm_dact_act" in data) == fused
+    assert (b"act_and_grad" in data) != fused
+    for shape in [(7, d_model), (1, 33, d_model)]:
+        check_layer(layer, compiled, shape, torch.bfloat16, "gelu")
+
+
 def test_top_k_larger_than_experts_is_refused():
     layer = make_layer(4, 2, torch.float32)
     layer.top_k = 5

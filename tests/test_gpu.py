@@ -154,6 +154,19 @@ def test_keep_activations(fused, monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("fused", [True, False], ids=["cutlass", "fallback"])
+def test_activation_in_gemm_epilogues(fused, monkeypatch):
+    """d_model >= 2048 (bf16 GeLU, both biases): fc1's GEMM stores h and
+    gelu(h) (CUTLASS BiasAct), the da GEMM stores dh and gelu(h) over h
+    (DAct); with FMOE_NO_FUSED_GEMM=1 the plain GEMMs and passes that write
+    the same. Within the default module's bounds, empty experts included."""
+    if not fused:
+        monkeypatch.setenv("FMOE_NO_FUSED_GEMM", "1")
+    layer = make_layer(8, 2, "gelu", torch.bfloat16, d_model=2048, d_hidden=256)
+    check_layer(layer, "gelu", torch.bfloat16, [(3, 2048), (96, 2048)])
+
+
+@pytest.mark.gpu
 def test_misaligned_input_view():
     # A view that starts 2 bytes into its storage: the kernels need 16-byte
     # aligned buffers, so the op copies it; the result must not change.

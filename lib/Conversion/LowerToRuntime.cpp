@@ -902,9 +902,15 @@ private:
     Value h = define(hRes, rows);
     Value y = define(yRes, rows);
     // The biases in the GEMMs' epilogues, where the runtime has them; the
-    // activation stays a row kernel (a = act(h) reads h once).
+    // activation too where d_model is long enough (activationInEpilogues),
+    // else a row kernel (a = act(h) reads h once).
     bool biasInGemm =
         fusedEpilogues && fusableEpilogues(fc1, fc1Bias, fc2Bias, act);
+    bool actInGemm =
+        biasInGemm && activationInEpilogues(elementOf(fc1), act, bool(fc1Bias),
+                                            bool(fc2Bias), hidden, d);
+    Value a = actRes ? define(actRes, rows)
+                     : temp(op->getLoc(), elementOf(hRes), rows, hidden);
     // Rows past offsets[G] are never read: no memsets.
     auto fc1Gemm = [&](Value w, int64_t cCol) {
       if (biasInGemm) {
@@ -916,9 +922,18 @@ private:
           src = temp(op->getLoc(), elementOf(hRes), rows, d);
           gatherRows(op, mem(rowsSrc), mem(tokenOf), src, rows, d);
         }
-        call(op, "grouped_gemm_bias",
-             {src, mem(w), mem(fc1Bias), h, mem(offsets)},
-             gemmAttrs("nt", hidden, d, d, hw, cCol, local));
+        if (actInGemm) {
+          SmallVector<NamedAttribute> attrs =
+              gemmAttrs("nt", hidden, d, d, hw, cCol, local);
+          attrs.push_back(b.getNamedAttr(
+              "activation", b.getStringAttr(stringifyActivation(act))));
+          call(op, "grouped_gemm_bias_act",
+               {src, mem(w), mem(fc1Bias), h, a, mem(offsets)}, attrs);
+        } else {
+          call(op, "grouped_gemm_bias",
+               {src, mem(w), mem(fc1Bias), h, mem(offsets)},
+               gemmAttrs("nt", hidden, d, d, hw, cCol, local));
+        }
       } else if (tokenOf)
         call(op, "grouped_gemm_gather",
              {mem(rowsSrc), mem(tokenOf), mem(w), h, mem(offsets)},
@@ -931,10 +946,9 @@ private:
     if (glu)
       fc1Gemm(up, hidden);
     // Activation epilogue: h keeps the biased pre-activation, a = act(h).
-    Value a = actRes ? define(actRes, rows)
-                     : temp(op->getLoc(), elementOf(hRes), rows, hidden);
-    activationRows(op, h, offsets, a, biasInGemm ? Value() : fc1Bias, rows,
-                   hidden, local, act);
+    if (!actInGemm)
+      activationRows(op, h, offsets, a, biasInGemm ? Value() : fc1Bias, rows,
+                     hidden, local, act);
     if (biasInGemm) {
       call(op, "grouped_gemm_bias",
            {a, mem(fc2), mem(fc2Bias), y, mem(offsets)},
@@ -1463,16 +1477,35 @@ private:
     Value dh;
     bool fc1BiasDone = false;
     auto savedH = dyn_cast<BlockArgument>(op.getH());
-    if (savedH && savedH.getOwner() == &func.front() && savedH.hasOneUse() &&
-        !keepSaved) {
+    bool hIsOurs = savedH && savedH.getOwner() == &func.front() &&
+                   savedH.hasOneUse() && !keepSaved;
+    // Where d_model is long enough, the da GEMM's epilogue also computes
+    // act(h) (DAct): dh = (dy W2) * gelu'(h) into a buffer of its own, a =
+    // gelu(h) written over h when h is ours to reuse. No pass over h.
+    bool dact = !op.getAct() && fusedEpilogues &&
+                activationInEpilogues(elt, act, bool(op.getGradFc1Bias()),
+                                      bool(op.getGradFc2Bias()), hidden, d);
+    if (hIsOurs && !dact) {
       dh = h;
       clobbered.insert(op.getH());
     } else {
       dh = temp(op.getLoc(), elt, rows, hw);
     }
     Value a;
-    if (op.getAct() && fusedEpilogues && act == Activation::gelu &&
-        expertEpiloguesFusable(elt, act, true, true, hidden, d)) {
+    if (dact) {
+      a = h;
+      if (hIsOurs)
+        clobbered.insert(op.getH());
+      else
+        a = temp(op.getLoc(), elt, rows, hidden);
+      SmallVector<NamedAttribute> attrs =
+          gemm("nn", hidden, d, d, 0, hidden, false);
+      attrs.push_back(b.getNamedAttr(
+          "activation", b.getStringAttr(stringifyActivation(act))));
+      call(op, "grouped_gemm_dact_act",
+           {dyv, mem(op.getFc2Weight()), h, dh, a, offsets}, attrs);
+    } else if (op.getAct() && fusedEpilogues && act == Activation::gelu &&
+               expertEpiloguesFusable(elt, act, true, true, hidden, d)) {
       // The forward kept a = act(h): dh = (dy W2) * gelu'(h) comes out of
       // the da GEMM's epilogue (h read there, dh written over it when h is
       // not needed again), and dW2 reads the kept a. No pass over h.

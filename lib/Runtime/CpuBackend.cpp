@@ -168,7 +168,8 @@ std::string enumAttr(const format::Command &c, std::string_view name,
 }
 
 //===----------------------------------------------------------------------===//
-// Activations (as the generated kernels compute them)
+// Activations (the functions the generated kernels compute; their GeLU
+// takes another route to the same values, fmoe/Support/NormalApprox.h)
 //===----------------------------------------------------------------------===//
 
 float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
@@ -494,10 +495,22 @@ std::vector<float> matrix(View v, int64_t first, int64_t count, int64_t cols) {
   return out;
 }
 
-/// c[r, c_col + j] (+)= Σ a[r, a_col + p] w[l] for each group's rows.
+/// The `activation` attribute of an epilogue GEMM command.
+const std::string &activationAttr(const format::Command &c) {
+  const std::string *act = findAttr(c, "activation");
+  if (!act)
+    throw Error(c.target + " lacks attribute 'activation'");
+  return *act;
+}
+
+/// c[r, c_col + j] (+)= Σ a[r, a_col + p] w[l] for each group's rows, then
+/// the epilogue: + bias[l] (bias), * act'(h) (dactH). With actOut, also
+/// actOut = act of the stored result (bias) or of h (dactH; actOut may be h
+/// itself, leading dimension ldc then, else n).
 void groupedGemm(const format::Command &c, View a, const View *gatherIdx,
                  View w, View out, View offsets, const View *bias = nullptr,
-                 const View *dactH = nullptr, const std::string &act = "") {
+                 const View *dactH = nullptr, const std::string &act = "",
+                 const View *actOut = nullptr) {
   int64_t n = intAttr(c, "n"), k = intAttr(c, "k");
   int64_t lda = intAttr(c, "lda"), ldc = intAttr(c, "ldc");
   int64_t aCol = intAttrOr(c, "a_col", 0), cCol = intAttrOr(c, "c_col", 0);
@@ -534,6 +547,13 @@ void groupedGemm(const format::Command &c, View a, const View *gatherIdx,
     for (size_t r = 0; r < outRows.size(); ++r)
       for (int64_t j = 0; j < n; ++j)
         out.set(outRows[r] * ldc + cCol + j, cf[r * n + j]);
+    if (actOut) {
+      const View &src = dactH ? *dactH : out;
+      int64_t ldact = actOut->ref->data == src.ref->data ? ldc : n;
+      for (int64_t r : outRows)
+        for (int64_t j = 0; j < n; ++j)
+          actOut->set(r * ldact + j, activate(act, src.f(r * ldc + cCol + j)));
+    }
   }
 }
 
@@ -761,13 +781,20 @@ private:
     } else if (fn == "fmoe_rt_grouped_gemm_bias") {
       View bias = v(a, 2);
       groupedGemm(c, v(a, 0), nullptr, v(a, 1), v(a, 3), v(a, 4), &bias);
+    } else if (fn == "fmoe_rt_grouped_gemm_bias_act") {
+      View bias = v(a, 2), act = v(a, 4);
+      groupedGemm(c, v(a, 0), nullptr, v(a, 1), v(a, 3), v(a, 5), &bias,
+                  nullptr, activationAttr(c), &act);
     } else if (fn == "fmoe_rt_grouped_gemm_dact") {
-      const std::string *act = findAttr(c, "activation");
-      if (!act)
-        throw Error(c.target + " lacks attribute 'activation'");
       View h = v(a, 2);
       groupedGemm(c, v(a, 0), nullptr, v(a, 1), v(a, 3), v(a, 4), nullptr, &h,
-                  *act);
+                  activationAttr(c));
+    } else if (fn == "fmoe_rt_grouped_gemm_dact_act") {
+      View h = v(a, 2), act = v(a, 4);
+      if (a.at(3).data == a.at(2).data)
+        throw Error(c.target + ": c cannot be h (act(h) is written after)");
+      groupedGemm(c, v(a, 0), nullptr, v(a, 1), v(a, 3), v(a, 5), nullptr, &h,
+                  activationAttr(c), &act);
     } else if (fn == "fmoe_rt_grouped_gemm_gather") {
       View idx = v(a, 1);
       groupedGemm(c, v(a, 0), &idx, v(a, 2), v(a, 3), v(a, 4));

@@ -277,8 +277,11 @@ private:
                     const std::vector<BufferRef> &args);
   void allToAll(const Attrs &attrs, const std::vector<BufferRef> &args,
                 Execution &execution);
+  /// fmoe_rt_grouped_gemm_bias / _bias_act (dact false) and _dact /
+  /// _dact_act (dact true); withAct: the _act forms, which also write act.
   void groupedGemmEpilogue(const Attrs &attrs, const LibraryTarget &target,
-                           const std::vector<BufferRef> &args, bool dact);
+                           const std::vector<BufferRef> &args, bool dact,
+                           bool withAct);
   /// A plain bf16 grouped GEMM on fmoe's own sm90 kernel (the None
   /// epilogue); false when that kernel does not take these arguments.
   bool ownPlainGemm(const Attrs &attrs, const LibraryTarget &target,
@@ -619,9 +622,13 @@ void CudaBackend::call(const format::Command &cmd,
   if (target.base == "fmoe_rt_grouped_wgrad")
     return groupedWgrad(attrs, target, args);
   if (target.base == "fmoe_rt_grouped_gemm_bias" ||
-      target.base == "fmoe_rt_grouped_gemm_dact")
-    return groupedGemmEpilogue(attrs, target, args,
-                               target.base == "fmoe_rt_grouped_gemm_dact");
+      target.base == "fmoe_rt_grouped_gemm_bias_act")
+    return groupedGemmEpilogue(attrs, target, args, /*dact=*/false,
+                               target.base == "fmoe_rt_grouped_gemm_bias_act");
+  if (target.base == "fmoe_rt_grouped_gemm_dact" ||
+      target.base == "fmoe_rt_grouped_gemm_dact_act")
+    return groupedGemmEpilogue(attrs, target, args, /*dact=*/true,
+                               target.base == "fmoe_rt_grouped_gemm_dact_act");
   if (target.base == "fmoe_rt_all_to_all")
     return allToAll(attrs, args, execution);
   if (target.base == "fmoe_rt_replicate" ||
@@ -710,29 +717,36 @@ void CudaBackend::groupedGemm(const Attrs &attrs, const LibraryTarget &target,
 void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
                                       const LibraryTarget &target,
                                       const std::vector<BufferRef> &args,
-                                      bool dact) {
-  // bias: a, w, bias, c, offsets (layout nt), c = a W^T + bias[l];
-  // dact: a, w, h, c, offsets (layout nn), c = (a W) * act'(h).
-  requireOperands(attrs, args, 5);
+                                      bool dact, bool withAct) {
+  // bias:     a, w, bias, c, offsets (nt), c = a W^T + bias[l];
+  // bias_act: a, w, bias, h, act, offsets (nt), h = a W^T + bias[l],
+  //           act = act(h);
+  // dact:     a, w, h, c, offsets (nn), c = (a W) * act'(h) (c may be h);
+  // dact_act: a, w, h, c, act, offsets (nn), c = (a W) * act'(h) and
+  //           act = act(h) (act may be h, c may not).
+  requireOperands(attrs, args, withAct ? 6 : 5);
   const BufferRef &a = args[0], &w = args[1], &x = args[2], &c = args[3],
-                  &offsets = args[4];
+                  &offsets = args[withAct ? 5 : 4];
+  const BufferRef *act = withAct ? &args[4] : nullptr;
   const char *xName = dact ? "h" : "bias";
   DType type = target.typed ? target.type : c.dtype;
   requireType(attrs, a, type, "a");
   requireType(attrs, w, type, "w");
   requireType(attrs, x, type, xName);
-  requireType(attrs, c, type, "c");
+  requireType(attrs, c, type, dact || !withAct ? "c" : "h");
+  if (act)
+    requireType(attrs, *act, type, "act");
   const char *layout = dact ? "nn" : "nt";
   if (attrs.getString("layout") != layout || attrs.getSize("a_col", 0) != 0 ||
       attrs.getBool("accumulate", false))
     throw Error(attrs.where() + ": this epilogue GEMM takes layout " + layout +
                 ", a_col = 0 and no accumulate");
-  if (dact && attrs.getString("activation") != "gelu")
-    throw Error(attrs.where() + ": no act' epilogue for activation '" +
+  if ((dact || withAct) && attrs.getString("activation") != "gelu")
+    throw Error(attrs.where() + ": no activation epilogue for '" +
                 attrs.getString("activation") + "' (gelu only)");
   int64_t n = attrs.getSize("n"), k = attrs.getSize("k");
   int64_t lda = attrs.getSize("lda"), ldc = attrs.getSize("ldc");
-  int64_t cCol = dact ? 0 : attrs.getSize("c_col", 0);
+  int64_t cCol = dact || withAct ? 0 : attrs.getSize("c_col", 0);
   int64_t local = attrs.getInt("local_experts");
   int64_t groups = groupsOf(attrs, offsets, local);
   int64_t rows = rowsOf(attrs, c, "c");
@@ -743,9 +757,15 @@ void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
     requireSpan(attrs, x, "h", rows, ldc, 0, n);
   else
     requireSpan(attrs, x, "bias", 1, 0, 0, local * n);
+  // act: rows x n, packed (its own buffer, or h's).
+  if (act)
+    requireSpan(attrs, *act, "act", rows, act->data == x.data ? ldc : n, 0, n);
+  if (dact && withAct && c.data == x.data)
+    throw Error(attrs.where() + ": dact_act cannot write c over h");
   if (rows == 0)
     return;
   void *cData = static_cast<char *>(c.data) + cCol * dtypeSize(type);
+  int64_t ldact = act && act->data == x.data ? ldc : n;
 
   // bf16 on sm90: CUTLASS's grouped GEMM with the epilogue fused
   // (FMOE_NO_FUSED_GEMM=1 turns it off, to compare or to test the other
@@ -756,20 +776,33 @@ void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
     f.lda = lda;
     f.w = w.data;
     f.nt = !dact;
+    f.d = cData;
+    f.ldd = ldc;
     if (dact) {
       f.aux = x.data;
       f.ldaux = ldc;
+      // DAct writes act(h) over h (aux) when actOut is null.
+      if (act && act->data != x.data) {
+        f.actOut = act->data;
+        f.ldact = ldact;
+      }
+      f.epilogue = act ? cuda::FusedEpilogue::DAct : cuda::FusedEpilogue::DGrad;
     } else {
       f.bias = x.data;
+      f.epilogue = cuda::FusedEpilogue::Bias;
+      if (act) { // BiasAct: d = act(h), the pre-activation h to aux
+        f.aux = cData;
+        f.ldaux = ldc;
+        f.d = act->data;
+        f.ldd = ldact;
+        f.epilogue = cuda::FusedEpilogue::BiasAct;
+      }
     }
-    f.d = cData;
-    f.ldd = ldc;
     f.offsets = static_cast<const int32_t *>(offsets.data);
     f.experts = local;
     f.groupsPerExpert = groups / local;
     f.n = n;
     f.k = k;
-    f.epilogue = dact ? cuda::FusedEpilogue::DGrad : cuda::FusedEpilogue::Bias;
     if (launchFused(attrs, f))
       return;
   }
@@ -799,6 +832,8 @@ void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
   e.src = scratch.data; // null: c itself
   e.x = x.data;
   e.dgelu = dact;
+  e.act = act ? act->data : nullptr;
+  e.ldact = ldact;
   e.offsets = static_cast<const int32_t *>(offsets.data);
   e.rows = rows;
   e.n = n;

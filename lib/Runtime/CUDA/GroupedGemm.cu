@@ -373,12 +373,18 @@ template <typename T> __global__ void epilogueKernel(EpilogueArgs p) {
     const T *src = p.src ? static_cast<const T *>(p.src) + r * p.ldc : c;
     const T *x =
         static_cast<const T *>(p.x) + (p.dgelu ? r * p.ldc : expert * p.n);
+    T *act = p.act ? static_cast<T *>(p.act) + r * p.ldact : nullptr;
     for (int64_t j = threadIdx.x; j < p.n; j += blockDim.x) {
       float v = toFloat(src[j]), xv = toFloat(x[j]);
       if (p.dgelu) {
         c[j] = fromFloat<T>(v * geluGrad(xv));
+        if (act) // after c: act may be h (x) itself
+          act[j] = fromFloat<T>(gelu(xv));
       } else {
-        c[j] = fromFloat<T>(v + xv);
+        T h = fromFloat<T>(v + xv);
+        c[j] = h;
+        if (act) // of h as stored
+          act[j] = fromFloat<T>(gelu(toFloat(h)));
       }
     }
   }

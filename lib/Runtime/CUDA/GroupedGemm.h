@@ -59,18 +59,22 @@ struct GroupedWgradArgs {
   int64_t groups = 0, localExperts = 1;
 };
 
-/// The epilogue of fmoe_rt_grouped_gemm_bias / _dact after a plain grouped
-/// GEMM into c (where the fused kernels do not apply), for the rows r in
-/// [offsets[0], offsets[G]) of local expert l (leading dimension ldc):
-/// c[r, j] += x[l][j] (x the bias), or with `dgelu`
-/// c[r, j] *= gelu'(x[r, j]) (x = h, leading dimension ldc; erf form).
-/// With `src`, the GEMM's result is read from src (same layout as c)
-/// instead of c: c = src * gelu'(h) may then be written over h (x == c).
+/// The epilogue of fmoe_rt_grouped_gemm_bias[_act] / _dact[_act] after a
+/// plain grouped GEMM into c (where the fused kernels do not apply), for the
+/// rows r in [offsets[0], offsets[G]) of local expert l (leading dimension
+/// ldc): c[r, j] += x[l][j] (x the bias), or with `dgelu`
+/// c[r, j] *= gelu'(x[r, j]) (x = h, leading dimension ldc). With `src`, the
+/// GEMM's result is read from src (same layout as c) instead of c: c = src *
+/// gelu'(h) may then be written over h (x == c). With `act` (leading
+/// dimension ldact), also act[r, j] = gelu of the biased value (bias form)
+/// or of h (dgelu form; act may be h itself).
 struct EpilogueArgs {
   void *c = nullptr;
   const void *src = nullptr;
   const void *x = nullptr;
   bool dgelu = false;
+  void *act = nullptr;
+  int64_t ldact = 0;
   const int32_t *offsets = nullptr;
   int64_t rows = 0, n = 0, ldc = 0;
   int64_t groups = 0, localExperts = 1;

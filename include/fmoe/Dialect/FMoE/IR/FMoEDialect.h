@@ -34,6 +34,24 @@ inline bool expertEpiloguesFusable(Type elt, Activation act, bool fc1Bias,
          d % 8 == 0;
 }
 
+/// d_model from which GeLU itself also goes into the expert GEMMs'
+/// epilogues (bf16, non-GLU, both biases): fc1's GEMM stores h and gelu(h)
+/// (BiasAct), and the backward's da GEMM stores dh = da * gelu'(h) and
+/// gelu(h) (DAct), instead of a pass over h after each. The epilogue's cost
+/// is per output element while the GEMM's is per element and K = d_model:
+/// on the H200 (bench/NOTES.md, run 39) the fused forward was 0.15 ms
+/// faster on mixtral's fc1 (K 4096), 0.05 on fine-grained's (K 2048) and
+/// 0.01 ms slower on classic's (K 1024).
+inline constexpr int64_t kActivationEpilogueMinDModel = 2048;
+
+/// Whether --fmoe-lower-to-runtime (with --fused-epilogues) puts GeLU in
+/// the expert GEMMs' epilogues, forward and backward.
+inline bool activationInEpilogues(Type elt, Activation act, bool fc1Bias,
+                                  bool fc2Bias, int64_t hidden, int64_t d) {
+  return act == Activation::gelu && d >= kActivationEpilogueMinDModel &&
+         expertEpiloguesFusable(elt, act, fc1Bias, fc2Bias, hidden, d);
+}
+
 /// Whether the forward keeps an expert MLP's activations act(h) for the
 /// backward (--fmoe-generate-backward): where the backward's first GEMM
 /// (da = dy W2) can apply GeLU's derivative in its epilogue (dh = da *
