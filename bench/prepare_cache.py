@@ -38,6 +38,9 @@ fmoe.compile(
     keep_activations=True,
 )
 count += 1
+# tests/test_gpu.py::test_activation_in_gemm_epilogues.
+fmoe.compile(test_gpu.make_layer(8, 2, "gelu", torch.bfloat16, device="meta", d_model=2048, d_hidden=256))
+count += 1
 # The demo's MoE layers (examples/train_lm.py), for running it on the GPU.
 sys.path.insert(0, str(ROOT / "examples"))
 import train_lm  # noqa: E402
