@@ -3,17 +3,19 @@
 # torch extension with the compiler off, run the GPU tests and the benchmark.
 # The compiled modules come from .fmoe-cache (carried; fill it here first with
 #   FMOE_CACHE_DIR=.fmoe-cache python3 bench/prepare_cache.py).
-# Usage (device tool): bash bench/run_device.sh [ep|bench|host] [bench args...]
+# Usage (device tool): bash bench/run_device.sh [ep|bench|host|quick] [bench args...]
 #   (results go to $OUT/single.tgz, $OUT/ep.tgz or $OUT/bench.tgz). With `ep` (a machine of
 #   several GPUs): the NCCL tests and bench/bench_ep.py on 1, 2, ... all GPUs instead; with
 #   `bench`: only bench/bench_moe.py (no tests, no demo); with `host`: bench/host_overhead.py
-#   on every shape, with the runtime's per-command host timing (FMOE_HOST_TIMING=1).
+#   on every shape, with the runtime's per-command host timing (FMOE_HOST_TIMING=1); with
+#   `quick "<pytest -k expression>"`: the GPU tests that match, then the benchmark.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=single
 [ "${1:-}" = ep ] && mode=ep
 [ "${1:-}" = bench ] && mode=bench
 [ "${1:-}" = host ] && mode=host
+[ "${1:-}" = quick ] && mode=quick
 # Logs are written to a scratch folder and packed into one archive,
 # $OUT/<mode>.tgz (the device tool brings back only a few files).
 dest="${OUT:-bench/out}"
@@ -52,6 +54,18 @@ if [ "$mode" = host ]; then
   for shape in classic mixtral_gelu fine_grained; do
     FMOE_HOST_TIMING=1 python3 bench/host_overhead.py --shape "$shape" 2>&1 | tee "$out/host-$shape.log"
   done
+  exit 0
+fi
+if [ "$mode" = quick ]; then
+  # quick "<pytest -k expression>" [bench_moe.py arguments]: the GPU tests
+  # that match, then the benchmark (for a short device budget).
+  shift
+  expr="$1"
+  shift
+  echo "== GPU tests -k '$expr'"
+  python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py -k "$expr" 2>&1 \
+    | tee "$out/gpu-tests.log" | tail -8
+  python3 bench/bench_moe.py --json "$out/bench.json" "$@" 2>&1 | tee "$out/bench.log"
   exit 0
 fi
 if [ "$mode" = bench ]; then

@@ -274,7 +274,7 @@ def test_activation_in_gemm_epilogues_from_d_model_2048(d_model, fused):
     """A bf16 GeLU layer with both biases and d_model >= 2048 computes GeLU
     in the expert GEMMs' epilogues: fc1 is fmoe_rt_grouped_gemm_bias_act (h
     and gelu(h)), the backward's da GEMM fmoe_rt_grouped_gemm_dact_act (dh
-    and gelu(h) over h), with no bias_act or act_and_grad pass; narrower
+    over h, gelu(h) beside), with no bias_act or act_and_grad pass; narrower
     layers keep the passes. Either way the numbers match the brute force."""
     torch.manual_seed(3)
     layer = fmoe.FMoETransformerMLP(num_expert=4, d_model=d_model, d_hidden=16, top_k=2)

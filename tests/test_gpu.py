@@ -157,9 +157,9 @@ def test_keep_activations(fused, monkeypatch):
 @pytest.mark.parametrize("fused", [True, False], ids=["cutlass", "fallback"])
 def test_activation_in_gemm_epilogues(fused, monkeypatch):
     """d_model >= 2048 (bf16 GeLU, both biases): fc1's GEMM stores h and
-    gelu(h) (CUTLASS BiasAct), the da GEMM stores dh and gelu(h) over h
-    (DAct); with FMOE_NO_FUSED_GEMM=1 the plain GEMMs and passes that write
-    the same. Within the default module's bounds, empty experts included."""
+    gelu(h) (CUTLASS BiasAct), the da GEMM stores dh over h and gelu(h)
+    beside (DAct in place); with FMOE_NO_FUSED_GEMM=1 the plain GEMMs and
+    passes that write the same. Within the default module's bounds, empty experts included."""
     if not fused:
         monkeypatch.setenv("FMOE_NO_FUSED_GEMM", "1")
     layer = make_layer(8, 2, "gelu", torch.bfloat16, d_model=2048, d_hidden=256)

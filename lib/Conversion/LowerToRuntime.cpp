@@ -1479,25 +1479,22 @@ private:
     auto savedH = dyn_cast<BlockArgument>(op.getH());
     bool hIsOurs = savedH && savedH.getOwner() == &func.front() &&
                    savedH.hasOneUse() && !keepSaved;
-    // Where d_model is long enough, the da GEMM's epilogue also computes
-    // act(h) (DAct): dh = (dy W2) * gelu'(h) into a buffer of its own, a =
-    // gelu(h) written over h when h is ours to reuse. No pass over h.
-    bool dact = !op.getAct() && fusedEpilogues &&
-                activationInEpilogues(elt, act, bool(op.getGradFc1Bias()),
-                                      bool(op.getGradFc2Bias()), hidden, d);
-    if (hIsOurs && !dact) {
+    if (hIsOurs) {
       dh = h;
       clobbered.insert(op.getH());
     } else {
       dh = temp(op.getLoc(), elt, rows, hw);
     }
+    // Where d_model is long enough, the da GEMM's epilogue also computes
+    // act(h) (DAct): dh = (dy W2) * gelu'(h), written over h when h is ours
+    // to reuse, and a = gelu(h) into a buffer of its own (freed after dW2,
+    // as da is below). No pass over h.
+    bool dact = !op.getAct() && fusedEpilogues &&
+                activationInEpilogues(elt, act, bool(op.getGradFc1Bias()),
+                                      bool(op.getGradFc2Bias()), hidden, d);
     Value a;
     if (dact) {
-      a = h;
-      if (hIsOurs)
-        clobbered.insert(op.getH());
-      else
-        a = temp(op.getLoc(), elt, rows, hidden);
+      a = temp(op.getLoc(), elt, rows, hidden);
       SmallVector<NamedAttribute> attrs =
           gemm("nn", hidden, d, d, 0, hidden, false);
       attrs.push_back(b.getNamedAttr(

@@ -505,8 +505,9 @@ const std::string &activationAttr(const format::Command &c) {
 
 /// c[r, c_col + j] (+)= Σ a[r, a_col + p] w[l] for each group's rows, then
 /// the epilogue: + bias[l] (bias), * act'(h) (dactH). With actOut, also
-/// actOut = act of the stored result (bias) or of h (dactH; actOut may be h
-/// itself, leading dimension ldc then, else n).
+/// actOut = act of the stored result (bias) or of h (dactH; actOut or out
+/// may be h itself, not both; actOut's leading dimension is ldc when it is
+/// h, else n).
 void groupedGemm(const format::Command &c, View a, const View *gatherIdx,
                  View w, View out, View offsets, const View *bias = nullptr,
                  const View *dactH = nullptr, const std::string &act = "",
@@ -544,16 +545,20 @@ void groupedGemm(const format::Command &c, View a, const View *gatherIdx,
         if (dactH)
           v *= activateGrad(act, dactH->f(outRows[r] * ldc + cCol + j));
       }
-    for (size_t r = 0; r < outRows.size(); ++r)
-      for (int64_t j = 0; j < n; ++j)
-        out.set(outRows[r] * ldc + cCol + j, cf[r * n + j]);
-    if (actOut) {
-      const View &src = dactH ? *dactH : out;
+    // act of h before c is stored (c may be h), or of the stored c.
+    auto storeAct = [&](const View &src) {
       int64_t ldact = actOut->ref->data == src.ref->data ? ldc : n;
       for (int64_t r : outRows)
         for (int64_t j = 0; j < n; ++j)
           actOut->set(r * ldact + j, activate(act, src.f(r * ldc + cCol + j)));
-    }
+    };
+    if (actOut && dactH)
+      storeAct(*dactH);
+    for (size_t r = 0; r < outRows.size(); ++r)
+      for (int64_t j = 0; j < n; ++j)
+        out.set(outRows[r] * ldc + cCol + j, cf[r * n + j]);
+    if (actOut && !dactH)
+      storeAct(out);
   }
 }
 
@@ -791,8 +796,8 @@ private:
                   activationAttr(c));
     } else if (fn == "fmoe_rt_grouped_gemm_dact_act") {
       View h = v(a, 2), act = v(a, 4);
-      if (a.at(3).data == a.at(2).data)
-        throw Error(c.target + ": c cannot be h (act(h) is written after)");
+      if (a.at(3).data == a.at(2).data && a.at(4).data == a.at(2).data)
+        throw Error(c.target + ": c or act may be h, not both");
       groupedGemm(c, v(a, 0), nullptr, v(a, 1), v(a, 3), v(a, 5), nullptr, &h,
                   activationAttr(c), &act);
     } else if (fn == "fmoe_rt_grouped_gemm_gather") {

@@ -723,7 +723,7 @@ void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
   //           act = act(h);
   // dact:     a, w, h, c, offsets (nn), c = (a W) * act'(h) (c may be h);
   // dact_act: a, w, h, c, act, offsets (nn), c = (a W) * act'(h) and
-  //           act = act(h) (act may be h, c may not).
+  //           act = act(h) (c or act may be h, not both).
   requireOperands(attrs, args, withAct ? 6 : 5);
   const BufferRef &a = args[0], &w = args[1], &x = args[2], &c = args[3],
                   &offsets = args[withAct ? 5 : 4];
@@ -760,8 +760,8 @@ void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
   // act: rows x n, packed (its own buffer, or h's).
   if (act)
     requireSpan(attrs, *act, "act", rows, act->data == x.data ? ldc : n, 0, n);
-  if (dact && withAct && c.data == x.data)
-    throw Error(attrs.where() + ": dact_act cannot write c over h");
+  if (dact && act && c.data == x.data && act->data == x.data)
+    throw Error(attrs.where() + ": dact_act writes c or act over h, not both");
   if (rows == 0)
     return;
   void *cData = static_cast<char *>(c.data) + cCol * dtypeSize(type);

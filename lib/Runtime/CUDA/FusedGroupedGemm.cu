@@ -182,6 +182,10 @@ const char *argumentRefusal(const FusedGemmArgs &a, Kind &kind) {
   // (A d that overlaps h only in part is the caller's error.)
   if (a.epilogue == FusedEpilogue::DGrad && a.d == a.aux && a.ldd != a.ldaux)
     return "DGrad writes d over aux (h) only with ldd == ldaux";
+  // DAct likewise, when act(h) goes to actOut (not over aux as well).
+  if (a.epilogue == FusedEpilogue::DAct && a.d == a.aux &&
+      (!a.actOut || a.ldd != a.ldaux))
+    return "DAct writes d over aux (h) only with actOut and ldd == ldaux";
   if (a.epilogue == FusedEpilogue::DAct && a.actOut &&
       (!aligned16(a.actOut) || !goodLd(a.ldact, a.n)))
     return "actOut must be 16-byte aligned with ldact >= n, a multiple of 8";

@@ -20,9 +20,10 @@
 //   Bias:    d = acc + bias[l]
 //   BiasAct: h = acc + bias[l];  aux = h;  d = act(h)
 //   DAct:    h = aux (read);     d = acc * act'(h);  actOut = act(h)
-//            (actOut may be null: act(h) then overwrites aux in place,
-//             which is safe because each element of h is read before the
-//             same thread block writes act(h) over it).
+//            (actOut may be null: act(h) then overwrites aux in place;
+//             or d may be aux itself, with ldd == ldaux and an actOut.
+//             Both are safe because each element of h is read before the
+//             same thread block writes over it.)
 //   DGrad:   h = aux (read);     d = acc * act'(h)
 //            (no second output; d may be aux itself, with ldd == ldaux: each
 //             element of h is read before the same thread block writes d
