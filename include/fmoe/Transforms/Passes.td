@@ -214,8 +214,10 @@ def FMoELowerToRuntime : Pass<"fmoe-lower-to-runtime", "ModuleOp"> {
            "be back-propagated more than once), at one buffer more of peak "
            "memory">,
     Option<"fusedEpilogues", "fused-epilogues", "bool", /*default=*/"true",
-           "bf16 GeLU experts with biases: the bias and activation go into "
-           "the grouped GEMMs' epilogues (fmoe_rt_grouped_gemm_bias[_act])">
+           "bf16 experts with both biases: the biases go into the grouped "
+           "GEMMs' epilogues (fmoe_rt_grouped_gemm_bias), and with GeLU "
+           "from d_model 2048 the activation and its derivative too "
+           "(fmoe_rt_grouped_gemm_bias_act, fmoe_rt_grouped_gemm_dact_act)">
   ];
 }
 
