@@ -5,6 +5,7 @@ holds all experts, for every placement strategy. Relative tolerance 1e-5
 (fp32)."""
 
 import contextlib
+import copy
 import os
 import socket
 import sys
@@ -339,6 +340,58 @@ def test_very_uneven_token_counts(tmp_path):
     world x its tokens x top_k; the expert side is sized by the rows that
     arrive, and output and gradients still equal the one-process layer."""
     spawn(2, "contiguous", tmp_path, counts=[1, 64])
+
+
+def _wide_bf16_worker(rank, world, port, cache):
+    """bf16 experts with d_model 2048 over two ranks: GeLU in the GEMMs'
+    epilogues (bias_act / dact_act) on R-sized rows, against the fp64
+    full layer."""
+    os.environ["FMOE_CACHE_DIR"] = cache
+    d, h = 2048, 16
+    with rank_process():
+        init_rank(rank, world, port)
+        torch.manual_seed(0)  # the same full layer on every rank
+        ref = fmoe.FMoETransformerMLP(num_expert=LOCAL * world, d_model=d, d_hidden=h, top_k=2)
+        with torch.no_grad():
+            for n, p in ref.named_parameters():
+                if n.endswith("bias"):
+                    p.normal_(0, 0.1)
+        ref = ref.to(torch.bfloat16)
+        mine = slice(rank * LOCAL, (rank + 1) * LOCAL)
+        ep = fmoe.FMoETransformerMLP(num_expert=LOCAL, d_model=d, d_hidden=h, top_k=2, world_size=world)
+        ep = ep.to(torch.bfloat16)
+        with torch.no_grad():
+            ep.gate.gate.weight.copy_(ref.gate.gate.weight)
+            ep.gate.gate.bias.copy_(ref.gate.gate.bias)
+            for lin in ("htoh4", "h4toh"):
+                for p in ("weight", "bias"):
+                    getattr(getattr(ep.experts, lin), p).copy_(getattr(getattr(ref.experts, lin), p)[mine])
+        compiled = fmoe.compile(ep)
+        (info,) = compiled._fmoe_modules.values()
+        data = info.path.read_bytes()
+        assert b"fmoe_rt_grouped_gemm_bias_act" in data and b"fmoe_rt_grouped_gemm_dact_act" in data
+        torch.manual_seed(100 + rank)
+        x = torch.randn(6 + 5 * rank, d, dtype=torch.bfloat16)
+        g = torch.randn_like(x)
+        xc = x.clone().requires_grad_()
+        y = compiled(xc)
+        dx, dw1 = torch.autograd.grad(y, [xc, ep.experts.htoh4.weight], g)
+        ref64 = copy.deepcopy(ref).double()
+        xr = x.double().requires_grad_()
+        yr = ref64(xr)
+        dxr, dw1r = torch.autograd.grad(yr, [xr, ref64.experts.htoh4.weight], g.double())
+        dw1r = dw1r.contiguous()
+        dist.all_reduce(dw1r)  # every rank's tokens reach the experts
+        # bf16 storage: a few rounding steps of 2^-8 relative.
+        assert rel_err(y, yr) <= 3e-2, f"rank {rank} output: {rel_err(y, yr)}"
+        assert rel_err(dx, dxr) <= 3e-2, f"rank {rank} input grad: {rel_err(dx, dxr)}"
+        assert rel_err(dw1, dw1r[mine]) <= 3e-2, f"rank {rank} fc1 grad: {rel_err(dw1, dw1r[mine])}"
+
+
+def test_activation_epilogues_on_received_rows(tmp_path):
+    """d_model 2048, bf16: the expert side's fused GeLU epilogues take the
+    rows an exchange received (R), forward and backward, over two ranks."""
+    run_ranks(_wide_bf16_worker, 2, str(tmp_path))
 
 
 def _idle_worker(rank, world, port, cache, tokens):
