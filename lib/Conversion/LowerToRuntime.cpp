@@ -880,12 +880,21 @@ private:
   /// (fmoe_rt_grouped_gemm_bias): bf16 (the runtime's sm90 grouped GEMMs
   /// with epilogues take bf16), both biases, one fc1 GEMM (not the GLU
   /// forms' two), and widths the GEMMs' 16-byte rows allow. The activation
-  /// stays a row kernel: with it in the GEMM too (and h stored beside), the
-  /// GEMM measured as slow as GEMM + row kernel (docs/fused-gemm.md).
+  /// joins them only from d_model 2048 (activationInEpilogues): below, the
+  /// epilogue's extra work costs what the row kernel does
+  /// (docs/fused-gemm.md).
   static bool fusableEpilogues(Value fc1, Value fc1Bias, Value fc2Bias,
                                Activation act) {
     return expertEpiloguesFusable(elementOf(fc1), act, bool(fc1Bias),
                                   bool(fc2Bias), dim(fc1, 1), dim(fc1, 2));
+  }
+
+  /// A GEMM call's attributes with the `activation` its epilogue applies.
+  SmallVector<NamedAttribute> withActivation(SmallVector<NamedAttribute> attrs,
+                                             Activation act) {
+    attrs.push_back(b.getNamedAttr("activation",
+                                   b.getStringAttr(stringifyActivation(act))));
+    return attrs;
   }
 
   /// The expert MLP on grouped rows: fc1 (optionally through a gather), bias
@@ -923,12 +932,10 @@ private:
           gatherRows(op, mem(rowsSrc), mem(tokenOf), src, rows, d);
         }
         if (actInGemm) {
-          SmallVector<NamedAttribute> attrs =
-              gemmAttrs("nt", hidden, d, d, hw, cCol, local);
-          attrs.push_back(b.getNamedAttr(
-              "activation", b.getStringAttr(stringifyActivation(act))));
           call(op, "grouped_gemm_bias_act",
-               {src, mem(w), mem(fc1Bias), h, a, mem(offsets)}, attrs);
+               {src, mem(w), mem(fc1Bias), h, a, mem(offsets)},
+               withActivation(gemmAttrs("nt", hidden, d, d, hw, cCol, local),
+                              act));
         } else {
           call(op, "grouped_gemm_bias",
                {src, mem(w), mem(fc1Bias), h, mem(offsets)},
@@ -1495,23 +1502,17 @@ private:
     Value a;
     if (dact) {
       a = temp(op.getLoc(), elt, rows, hidden);
-      SmallVector<NamedAttribute> attrs =
-          gemm("nn", hidden, d, d, 0, hidden, false);
-      attrs.push_back(b.getNamedAttr(
-          "activation", b.getStringAttr(stringifyActivation(act))));
       call(op, "grouped_gemm_dact_act",
-           {dyv, mem(op.getFc2Weight()), h, dh, a, offsets}, attrs);
+           {dyv, mem(op.getFc2Weight()), h, dh, a, offsets},
+           withActivation(gemm("nn", hidden, d, d, 0, hidden, false), act));
     } else if (op.getAct() && fusedEpilogues && act == Activation::gelu &&
                expertEpiloguesFusable(elt, act, true, true, hidden, d)) {
       // The forward kept a = act(h): dh = (dy W2) * gelu'(h) comes out of
       // the da GEMM's epilogue (h read there, dh written over it when h is
       // not needed again), and dW2 reads the kept a. No pass over h.
-      SmallVector<NamedAttribute> attrs =
-          gemm("nn", hidden, d, d, 0, hidden, false);
-      attrs.push_back(b.getNamedAttr(
-          "activation", b.getStringAttr(stringifyActivation(act))));
       call(op, "grouped_gemm_dact",
-           {dyv, mem(op.getFc2Weight()), h, dh, offsets}, attrs);
+           {dyv, mem(op.getFc2Weight()), h, dh, offsets},
+           withActivation(gemm("nn", hidden, d, d, 0, hidden, false), act));
       a = mem(op.getAct());
     } else {
       Value da = temp(op.getLoc(), elt, rows, hidden);
