@@ -33,10 +33,10 @@ def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
     return (a.double() - ref.double()).abs().max().item() / scale
 
 
-def make_layer(e, k, dtype, activation="gelu", seed=0, **kw):
+def make_layer(e, k, dtype, activation="gelu", seed=0, d_model=D_MODEL, d_hidden=D_HIDDEN, **kw):
     torch.manual_seed(seed)
     layer = fmoe.FMoETransformerMLP(
-        num_expert=e, d_model=D_MODEL, d_hidden=D_HIDDEN, top_k=k, activation=activation, **kw
+        num_expert=e, d_model=d_model, d_hidden=d_hidden, top_k=k, activation=activation, **kw
     )
     # Give the biases values so that their gradients and uses are tested.
     with torch.no_grad():
@@ -276,13 +276,7 @@ def test_activation_in_gemm_epilogues_from_d_model_2048(d_model, fused):
     and gelu(h)), the backward's da GEMM fmoe_rt_grouped_gemm_dact_act (dh
     over h, gelu(h) beside), with no bias_act or act_and_grad pass; narrower
     layers keep the passes. Either way the numbers match the brute force."""
-    torch.manual_seed(3)
-    layer = fmoe.FMoETransformerMLP(num_expert=4, d_model=d_model, d_hidden=16, top_k=2)
-    with torch.no_grad():
-        for name, p in layer.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0, 0.1)
-    layer = layer.to(torch.bfloat16)
+    layer = make_layer(4, 2, torch.bfloat16, seed=3, d_model=d_model, d_hidden=16)
     compiled = fmoe.compile(layer)
     (info,) = compiled._fmoe_modules.values()
     data = info.path.read_bytes()

@@ -85,6 +85,17 @@ def hottest(load, n):
     return sorted(range(len(load)), key=lambda e: (-load[e], e))[:n]
 
 
+def load_rank_experts(ep, ref, mine):
+    """Gives the expert-parallel layer `ep` the gate of the full layer `ref`
+    and the experts `mine` (indices or a slice) of it."""
+    with torch.no_grad():
+        ep.gate.gate.weight.copy_(ref.gate.gate.weight)
+        ep.gate.gate.bias.copy_(ref.gate.gate.bias)
+        for lin in ("htoh4", "h4toh"):
+            for p in ("weight", "bias"):
+                getattr(getattr(ep.experts, lin), p).copy_(getattr(getattr(ref.experts, lin), p)[mine])
+
+
 def _worker(rank, world, port, strategy, cache, top_k, fail, device="cpu", counts=None, shadow=None):
     os.environ["FMOE_CACHE_DIR"] = cache
     with rank_process():
@@ -118,12 +129,7 @@ def _worker(rank, world, port, strategy, cache, top_k, fail, device="cpu", count
         ep = fmoe.FMoETransformerMLP(
             num_expert=LOCAL, d_model=D_MODEL, d_hidden=D_HIDDEN, top_k=k, world_size=world
         )
-        with torch.no_grad():
-            ep.gate.gate.weight.copy_(ref.gate.gate.weight)
-            ep.gate.gate.bias.copy_(ref.gate.gate.bias)
-            for lin in ("htoh4", "h4toh"):
-                for p in ("weight", "bias"):
-                    getattr(getattr(ep.experts, lin), p).copy_(getattr(getattr(ref.experts, lin), p)[mine])
+        load_rank_experts(ep, ref, mine)
         if device == "cuda":
             ref, ep = ref.cuda(), ep.cuda()
         try:
@@ -360,12 +366,7 @@ def _wide_bf16_worker(rank, world, port, cache):
         mine = slice(rank * LOCAL, (rank + 1) * LOCAL)
         ep = fmoe.FMoETransformerMLP(num_expert=LOCAL, d_model=d, d_hidden=h, top_k=2, world_size=world)
         ep = ep.to(torch.bfloat16)
-        with torch.no_grad():
-            ep.gate.gate.weight.copy_(ref.gate.gate.weight)
-            ep.gate.gate.bias.copy_(ref.gate.gate.bias)
-            for lin in ("htoh4", "h4toh"):
-                for p in ("weight", "bias"):
-                    getattr(getattr(ep.experts, lin), p).copy_(getattr(getattr(ref.experts, lin), p)[mine])
+        load_rank_experts(ep, ref, mine)
         compiled = fmoe.compile(ep)
         (info,) = compiled._fmoe_modules.values()
         data = info.path.read_bytes()

@@ -757,15 +757,15 @@ void CudaBackend::groupedGemmEpilogue(const Attrs &attrs,
     requireSpan(attrs, x, "h", rows, ldc, 0, n);
   else
     requireSpan(attrs, x, "bias", 1, 0, 0, local * n);
-  // act: rows x n, packed (its own buffer, or h's).
+  // act: rows x n, packed in its own buffer, or in h's layout when it is h.
+  int64_t ldact = act && act->data == x.data ? ldc : n;
   if (act)
-    requireSpan(attrs, *act, "act", rows, act->data == x.data ? ldc : n, 0, n);
+    requireSpan(attrs, *act, "act", rows, ldact, 0, n);
   if (dact && act && c.data == x.data && act->data == x.data)
     throw Error(attrs.where() + ": dact_act writes c or act over h, not both");
   if (rows == 0)
     return;
   void *cData = static_cast<char *>(c.data) + cCol * dtypeSize(type);
-  int64_t ldact = act && act->data == x.data ? ldc : n;
 
   // bf16 on sm90: CUTLASS's grouped GEMM with the epilogue fused
   // (FMOE_NO_FUSED_GEMM=1 turns it off, to compare or to test the other

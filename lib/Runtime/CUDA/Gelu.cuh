@@ -1,5 +1,4 @@
-//===- Gelu.cuh - GeLU and its derivative on the GPU ------------*- CUDA
-//-*-===//
+//===- Gelu.cuh - GeLU and its derivative on the GPU -----------*- CUDA -*-===//
 //
 // Part of fmoe. Private to lib/Runtime/CUDA: GeLU (erf's definition,
 // torch's approximate="none") in the form every fmoe GPU kernel computes,
