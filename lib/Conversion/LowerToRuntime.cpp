@@ -236,6 +236,13 @@ private:
     return alloc;
   }
   Value mem(Value v) { return bufs.lookup(v).mem; }
+  /// Whether `v` is a saved input of this (backward) function read by one op
+  /// only, so that op may write over it (unless --keep-saved).
+  bool isOursToReuse(Value v) {
+    auto arg = dyn_cast<BlockArgument>(v);
+    return arg && arg.getOwner() == &func.front() && arg.hasOneUse() &&
+           !keepSaved;
+  }
   Lin rowsOf(Value v) { return bufs.lookup(v).rows; }
 
   /// Declares (once) and calls a runtime library function.
@@ -1181,7 +1188,19 @@ private:
   LogicalResult lowerCombineGrad(CombineGradOp op) {
     int64_t d = dim(op.getY(), 1), topK = dim(op.getSlotPos(), 1);
     Lin tokensRows = rowsOf(op.getSlotPos());
-    Value dy = define(op.getGradY(), rowsOf(op.getY()));
+    // When y is a saved input read only here, dy is written over it (the
+    // module marks y clobbered): each lane loads its elements of y before it
+    // stores the same elements of dy, and y is not read again. That saves
+    // an expert-side [T*k, d_model] buffer for the whole backward, unless
+    // --keep-saved asks for saved inputs to stay intact.
+    Value dy;
+    if (isOursToReuse(op.getY()) && !outputs.count(op.getGradY())) {
+      dy = mem(op.getY());
+      bufs[op.getGradY()] = {dy, rowsOf(op.getY()), dim(op.getY(), 1)};
+      clobbered.insert(op.getY());
+    } else {
+      dy = define(op.getGradY(), rowsOf(op.getY()));
+    }
     Value ds = define(op.getGradScores(), tokensRows);
     // One warp per (token, slot), one pass over the token's output gradient:
     // the expert-side row dy[pos] = score * dout[t] and the score's gradient
@@ -1483,10 +1502,7 @@ private:
     // Rows past offsets[G] are never read: no memsets below.
     Value dh;
     bool fc1BiasDone = false;
-    auto savedH = dyn_cast<BlockArgument>(op.getH());
-    bool hIsOurs = savedH && savedH.getOwner() == &func.front() &&
-                   savedH.hasOneUse() && !keepSaved;
-    if (hIsOurs) {
+    if (isOursToReuse(op.getH())) {
       dh = h;
       clobbered.insert(op.getH());
     } else {
@@ -1547,16 +1563,19 @@ private:
     if (op.getGradFc1Bias() && !fc1BiasDone)
       groupColumnSum(op, "fc1_bias_grad", dh, hw, 0, hidden, offsets, groups,
                      local, define(op.getGradFc1Bias(), {0, local}));
-    Value drows = define(op.getGradRows(), rows);
-    call(op, "grouped_gemm", {dh, mem(op.getFc1Weight()), drows, offsets},
-         gemm("nn", d, hidden, hw, 0, d, false));
+    // Both weight gradients before drows: the rows' last use comes first,
+    // so drows (the same shape) can take their memory.
     if (glu) {
       Value dup = define(op.getGradUpWeight(), {0, local});
       call(op, "grouped_wgrad", {dh, rowsv, dup, offsets},
            wgrad(hidden, d, hw, hidden, d));
+    }
+    Value drows = define(op.getGradRows(), rows);
+    call(op, "grouped_gemm", {dh, mem(op.getFc1Weight()), drows, offsets},
+         gemm("nn", d, hidden, hw, 0, d, false));
+    if (glu)
       call(op, "grouped_gemm", {dh, mem(op.getUpWeight()), drows, offsets},
            gemm("nn", d, hidden, hw, hidden, d, true));
-    }
     return success();
   }
 

@@ -674,9 +674,10 @@ private:
         float dot = 0;
         if (int32_t p = pos.i(slot); p >= 0)
           for (int64_t j = 0; j < d; ++j) {
+            // y before dy: the backward may write dy over y.
             float g = dout.f((slot / topK) * d + j);
-            dy.set(p * d + j, sc.f(slot) * g);
             dot += g * y.f(p * d + j);
+            dy.set(p * d + j, sc.f(slot) * g);
           }
         ds.set(slot, dot);
       }

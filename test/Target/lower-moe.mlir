@@ -62,9 +62,14 @@
 // SWIGLU-LABEL: func.func @moe_swiglu_backward(
 // SWIGLU-NOT: moe_swiglu_backward_gather
 // SWIGLU: call @fmoe_rt_grouped_wgrad_bf16(
-// The gate and up projections write the two halves of h.
-// SWIGLU: call @fmoe_rt_grouped_wgrad_bf16(
-// SWIGLU: call @fmoe_rt_grouped_wgrad_bf16(
+// The gate and up projections write the two halves of h. Both weight
+// gradients come before the rows' gradient, so that drows can take the
+// memory of the rows (their last reader is the second wgrad).
+// SWIGLU: call @fmoe_rt_grouped_wgrad_bf16(%[[DH:[a-z0-9_]+]], %[[ROWS:[a-z0-9_]+]], {{.*}}a_col = 0 : i64
+// SWIGLU: call @fmoe_rt_grouped_wgrad_bf16(%[[DH]], %[[ROWS]], {{.*}}a_col = 1024 : i64
+// SWIGLU-NOT: %[[ROWS]]
+// SWIGLU: call @fmoe_rt_grouped_gemm_bf16(%[[DH]], {{.*}}accumulate = false
+// SWIGLU: call @fmoe_rt_grouped_gemm_bf16(%[[DH]], {{.*}}a_col = 1024 : i64, accumulate = true
 // SWIGLU: gpu.binary @fmoe_kernels
 // SWIGLU-SAME: .entry moe_swiglu_bias_route(
 // SWIGLU-SAME: .entry moe_swiglu_bias_act(

@@ -40,15 +40,17 @@
 // CHECK: memref.dealloc
 // CHECK: return
 
-// The saved pre-activation h (saved3) is read for the last time by the
-// activation gradient, which writes dh over it: the input is marked
-// clobbered.
+// The saved expert outputs y (saved2) are read for the last time by the
+// combine's gradient, which writes the expert-side dy over them; the saved
+// pre-activation h (saved3) by the activation gradient, which writes dh
+// over it: both inputs are marked clobbered.
 // CHECK-LABEL: func.func @layer_backward(%{{.*}}: index {fmoe.tokens},
 // CHECK-SAME: name = "grad_output"
+// CHECK-SAME: %[[Y:[a-z0-9]+]]: memref<?xf32> {fmoe.buffer = {clobbered, cols = 16 : i64, name = "saved2", role = "input"
 // CHECK-SAME: %[[H:[a-z0-9]+]]: memref<?xf32> {fmoe.buffer = {clobbered, cols = 32 : i64, name = "saved3", role = "input"
 // CHECK-SAME: name = "grad_input", role = "output"
 // CHECK-NOT: fmoe_rt_memset
-// CHECK: @fmoe_kernels::@layer_backward_combine_grad
+// CHECK: @fmoe_kernels::@layer_backward_combine_grad {{.*}} args(%{{.*}} : memref<?xf32>, %[[Y]] : memref<?xf32>, %{{.*}} : memref<?xi32>, %{{.*}} : memref<?xf32>, %[[Y]] : memref<?xf32>,
 // CHECK: @fmoe_kernels::@layer_backward_gather
 // da = dy W2, then one pass writes a = act(h) over da and dh over h, and
 // sums dh into fc1's bias gradient (an f32 accumulator, then stored); dW2
@@ -117,6 +119,7 @@
 // With keep-saved, no saved input is written over: dh gets its own buffer.
 // KEEP-LABEL: func.func @layer_backward(
 // KEEP-NOT: clobbered
+// KEEP: @fmoe_kernels::@layer_backward_combine_grad {{.*}} args(%{{.*}} : memref<?xf32>, %[[Y:arg[0-9]+]] : memref<?xf32>, %{{.*}} : memref<?xi32>, %{{.*}} : memref<?xf32>, %[[DY:alloc[a-z0-9_]*]] : memref<?xf32>,
 // KEEP: @fmoe_kernels::@layer_backward_act_and_grad_bias {{.*}} args(%[[H:[a-z0-9_]+]] : memref<?xf32>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xi32>, %[[DH:alloc[a-z0-9_]*]] : memref<?xf32>,
 
 // Shadowed expert 1 lives on rank 0 in slot 1: each weight is replicated
