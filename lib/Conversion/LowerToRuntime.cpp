@@ -666,14 +666,18 @@ private:
   NamedAttribute allRowsAttr() {
     return b.getNamedAttr("all_rows", b.getBoolAttr(true));
   }
+  /// The offsets {0, T} of one group holding every row (made once per
+  /// function).
   Value allRows(Operation *op) {
-    Value all = temp(op->getLoc(), b.getI32Type(), {0, 2}, 1);
-    launch(op, "all_rows", {all}, {0, 1},
+    if (allRowsOffsets)
+      return allRowsOffsets;
+    allRowsOffsets = temp(op->getLoc(), b.getI32Type(), {0, 2}, 1);
+    launch(op, "all_rows", {allRowsOffsets}, {0, 1},
            [&](KB &k, Value, ValueRange a, Value t) {
              k.st(k.i32(0), a[0], k.c(0));
              k.st(k.toI32(t), a[0], k.c(1));
            });
-    return all;
+    return allRowsOffsets;
   }
 
   LogicalResult lowerGateRoute(GateRouteOp op) {
@@ -1245,6 +1249,52 @@ private:
     return success();
   }
 
+  /// fc2's bias gradient on the token side, where the expert-side rows of
+  /// dy are the combine's gradient on this rank (no exchange between):
+  /// db2[l] = sum over the rows r of local expert l of dy[r] = sum over
+  /// tokens t of S[t, l] dout[t], with S[t, l] the score token t gave expert
+  /// l (0 where it did not pick it, or the slot was dropped). So one GEMM
+  /// (Sᵀ dout, a group of every row) reads dout once, where a column sum
+  /// over dy reads each token's k rows (fine-grained, k = 8: 0.17 ms).
+  void tokenSideBiasGrad(ExpertGradOp op, CombineGradOp combineGrad,
+                         Value offsets, int64_t groups, int64_t local,
+                         int64_t d, Value db2) {
+    Location loc = op.getLoc();
+    int64_t topK = dim(combineGrad.getSlotPos(), 1);
+    int64_t perExpert = groups / local;
+    Lin tokens = rowsOf(combineGrad.getSlotPos());
+    Value s = temp(loc, elementOf(op.getGradY()), tokens, local);
+    memset(op, s, 0);
+    // One thread per slot: its row's group by a binary search of the
+    // offsets (offsets[g] <= pos < offsets[g + 1] holds for one g).
+    launch(op, "token_scores",
+           {mem(combineGrad.getSlotPos()), mem(combineGrad.getScores()),
+            offsets, s},
+           tokens * topK, [&](KB &k, Value slot, ValueRange a, Value) {
+             Value pos = k.toIndex(k.ld(a[0], slot));
+             Value lo = k.c(0), hi = k.c(groups);
+             for (int64_t span = 1; span < groups; span *= 2) {
+               Value mid = k.div(k.add(lo, hi), k.c(2));
+               Value below = k.cmpi(arith::CmpIPredicate::sle,
+                                    k.toIndex(k.ld(a[2], mid)), pos);
+               lo = k.sel(below, mid, lo);
+               hi = k.sel(below, hi, mid);
+             }
+             Value l = k.div(lo, k.c(perExpert));
+             Value t = k.div(slot, k.c(topK));
+             k.when(k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0)), [&] {
+               k.st(k.ld(a[1], slot), a[3], k.add(k.mul(t, k.c(local)), l));
+             });
+           });
+    auto attr = [&](StringRef name, int64_t v) {
+      return b.getNamedAttr(name, b.getI64IntegerAttr(v));
+    };
+    call(op, "grouped_wgrad",
+         {s, mem(combineGrad.getGradOutput()), db2, allRows(op)},
+         {attr("m", local), attr("n", d), attr("lda", local), attr("a_col", 0),
+          attr("ldb", d), attr("local_experts", 1), allRowsAttr()});
+  }
+
   /// grad[l, c] = sum over the rows of local expert l of src[r, col0 + c].
   /// The rows of each expert are split in `chunks` slices summed by their
   /// own threads (four loads in flight each) into an f32 accumulator, which
@@ -1553,9 +1603,15 @@ private:
     Value dw2 = define(op.getGradFc2Weight(), {0, local});
     call(op, "grouped_wgrad", {dyv, a, dw2, offsets},
          wgrad(d, hidden, d, 0, hidden));
-    if (op.getGradFc2Bias())
-      groupColumnSum(op, "fc2_bias_grad", dyv, d, 0, d, offsets, groups, local,
-                     define(op.getGradFc2Bias(), {0, local}));
+    if (op.getGradFc2Bias()) {
+      Value db2 = define(op.getGradFc2Bias(), {0, local});
+      auto combineGrad = op.getGradY().getDefiningOp<CombineGradOp>();
+      if (combineGrad && dim(combineGrad.getSlotPos(), 1) > 1)
+        tokenSideBiasGrad(op, combineGrad, offsets, groups, local, d, db2);
+      else
+        groupColumnSum(op, "fc2_bias_grad", dyv, d, 0, d, offsets, groups,
+                       local, db2);
+    }
     // fc1 (and up): dW1[l] = dh1ᵀ rows, db1, drows = dh1 W1 (+ dhu Wup).
     Value dw1 = define(op.getGradFc1Weight(), {0, local});
     call(op, "grouped_wgrad", {dh, rowsv, dw1, offsets},
@@ -1792,6 +1848,7 @@ private:
   /// Input arguments the function overwrites (their last use reuses the
   /// memory); the module records them so that callers can tell.
   llvm::SmallDenseSet<Value, 2> clobbered;
+  Value allRowsOffsets;
 };
 
 struct FMoELowerToRuntimePass

@@ -31,10 +31,10 @@
 // GELU-SAME: .entry moe_gelu_backward_combine_grad(
 // GELU-SAME: .entry moe_gelu_backward_gather(
 // GELU-SAME: .entry moe_gelu_backward_act_and_grad_bias(
-// GELU-SAME: .entry moe_gelu_backward_fc2_bias_grad(
+// GELU-SAME: .entry moe_gelu_backward_token_scores(
+// GELU-SAME: .entry moe_gelu_backward_all_rows(
 // GELU-SAME: .entry moe_gelu_backward_gather_grad(
 // GELU-SAME: .entry moe_gelu_backward_route_grad(
-// GELU-SAME: .entry moe_gelu_backward_all_rows(
 // GELU-SAME: .entry moe_gelu_backward_gate_bias_grad(
 
 // EP4: shard.grid @fmoe_grid_4(shape = 4)

@@ -1,6 +1,7 @@
 // RUN: fmoe-opt %inputs/layer.mlir --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s
 // RUN: fmoe-opt %inputs/layer_ep2.mlir --fmoe-decompose --fmoe-place-experts --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s --check-prefix=EP
 // RUN: fmoe-opt %inputs/layer.mlir --fmoe-decompose --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime=keep-saved=true | FileCheck %s --check-prefix=KEEP
+// RUN: fmoe-opt %inputs/layer_gelu_ep2.mlir --fmoe-decompose --fmoe-place-experts --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s --check-prefix=EPBIAS
 // RUN: fmoe-opt %inputs/layer_ep2.mlir --fmoe-decompose --fmoe-place-experts=shadow=1 --fmoe-generate-backward --fmoe-fuse --fmoe-lower-to-runtime | FileCheck %s --check-prefix=SHADOW
 
 // Destination-passing style on flat buffers: the token count, the inputs,
@@ -45,7 +46,7 @@
 // pre-activation h (saved3) by the activation gradient, which writes dh
 // over it: both inputs are marked clobbered.
 // CHECK-LABEL: func.func @layer_backward(%{{.*}}: index {fmoe.tokens},
-// CHECK-SAME: name = "grad_output"
+// CHECK-SAME: %[[DOUT:[a-z0-9]+]]: memref<?xf32> {fmoe.buffer = {cols = 16 : i64, name = "grad_output"
 // CHECK-SAME: %[[Y:[a-z0-9]+]]: memref<?xf32> {fmoe.buffer = {clobbered, cols = 16 : i64, name = "saved2", role = "input"
 // CHECK-SAME: %[[H:[a-z0-9]+]]: memref<?xf32> {fmoe.buffer = {clobbered, cols = 32 : i64, name = "saved3", role = "input"
 // CHECK-SAME: name = "grad_input", role = "output"
@@ -61,11 +62,15 @@
 // CHECK-SAME: fmoe.param.rows_per_block = 32 : i64
 // CHECK: @fmoe_kernels::@layer_backward_convert {{.*}} args(%[[B1]] : memref<?xf32>
 // CHECK: call @fmoe_rt_grouped_wgrad_f32(%{{.*}}, %[[DA]],
-// fc2's bias gradient: token slices summed into an f32 accumulator.
-// CHECK: call @fmoe_rt_memset_f32(
-// CHECK: @fmoe_kernels::@layer_backward_fc2_bias_grad
-// CHECK-SAME: fmoe.param.chunks = 16 : i64
-// CHECK: @fmoe_kernels::@layer_backward_convert_1
+// fc2's bias gradient from the token side: the scores each token gave its
+// experts in a [T, 4] matrix S (one thread per slot: T*2), then one GEMM
+// Sᵀ dout over a group of every row; no pass over the expert-side dy.
+// CHECK: call @fmoe_rt_memset_f32(%[[S:[a-z0-9_]+]])
+// CHECK: @fmoe_kernels::@layer_backward_token_scores {{.*}} args(%{{.*}} : memref<?xi32>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xi32>, %[[S]] : memref<?xf32>,
+// CHECK-SAME: fmoe.work = array<i64: 2, 0>
+// CHECK: @fmoe_kernels::@layer_backward_all_rows {{.*}} args(%[[ALL:[a-z0-9_]+]] : memref<?xi32>,
+// CHECK: call @fmoe_rt_grouped_wgrad_f32(%[[S]], %[[DOUT]], %{{.*}}, %[[ALL]]) {{{.*}}all_rows = true{{.*}}lda = 4 : i64, ldb = 16 : i64, local_experts = 1 : i64, m = 4 : i64, n = 16 : i64
+// CHECK-NOT: fc2_bias_grad
 // CHECK: call @fmoe_rt_grouped_wgrad_f32(
 // CHECK-NOT: fc1_bias_grad
 // CHECK: call @fmoe_rt_grouped_gemm_f32({{.*}}layout = "nn"
@@ -73,8 +78,8 @@
 // CHECK: @fmoe_kernels::@layer_backward_route_grad
 // The gate's backward: GEMMs of one group holding every row (all_rows:
 // a library may run them as plain GEMMs).
-// CHECK: @fmoe_kernels::@layer_backward_all_rows
-// CHECK: call @fmoe_rt_grouped_gemm_f32({{.*}}accumulate = true, all_rows = true{{.*}}k = 4 : i64, layout = "nn", lda = 4 : i64, ldc = 16 : i64, local_experts = 1 : i64, n = 16 : i64
+// CHECK-NOT: @fmoe_kernels::@layer_backward_all_rows
+// CHECK: call @fmoe_rt_grouped_gemm_f32(%{{.*}}, %{{.*}}, %{{.*}}, %[[ALL]]) {{{.*}}accumulate = true, all_rows = true{{.*}}k = 4 : i64, layout = "nn", lda = 4 : i64, ldc = 16 : i64, local_experts = 1 : i64, n = 16 : i64
 // CHECK: call @fmoe_rt_grouped_wgrad_f32({{.*}}all_rows = true{{.*}}lda = 4 : i64, ldb = 16 : i64, local_experts = 1 : i64, m = 4 : i64, n = 16 : i64
 // CHECK: @fmoe_kernels::@layer_backward_gate_bias_grad
 
@@ -115,6 +120,16 @@
 // EP-SAME: fmoe.work = array<i64: 0, 0, 32>
 // EP: call @fmoe_rt_grouped_wgrad_f32(%[[ROWS]], %{{.*}}, %{{.*}}, %[[OFF]])
 // EP: call @fmoe_rt_all_to_all_f32(%{{.*}}, %[[OFF]], %{{.*}}, %{{.*}}) {{.*}}reverse = true
+
+// Expert parallel, the rows of dy come from the other ranks: fc2's bias
+// gradient is the column sum over them (not the token side's GEMM).
+// EPBIAS-LABEL: func.func @layer_ep2_backward(
+// EPBIAS-NOT: token_scores
+// EPBIAS: call @fmoe_rt_all_to_all_f32(%{{.*}}, %{{.*}}, %[[ROWS:.*]], %[[OFF:.*]]) {{.*}}reverse = false
+// EPBIAS-NOT: token_scores
+// EPBIAS: @fmoe_kernels::@layer_ep2_backward_fc2_bias_grad {{.*}} args(%[[ROWS]] : memref<?xf32>, %[[OFF]] : memref<?xi32>,
+// EPBIAS-NOT: token_scores
+// EPBIAS: return
 
 // With keep-saved, no saved input is written over: dh gets its own buffer.
 // KEEP-LABEL: func.func @layer_backward(
