@@ -139,6 +139,7 @@ enum class Expect {
   DGelu,    // acc * gelu'(h)
   GeluH,    // gelu(h)
   H,        // h itself (an input that must stay intact)
+  AccH,     // acc + h (Accumulate, d over h)
 };
 
 struct Stats {
@@ -193,6 +194,9 @@ __global__ void compareOutput(Expect e, const float *acc, int64_t n,
       break;
     case Expect::H:
       ref = __bfloat162float(h[r * ldh + j]);
+      break;
+    case Expect::AccH:
+      ref = a + __bfloat162float(h[r * ldh + j]);
       break;
     }
     float v = __bfloat162float(o);
@@ -498,7 +502,7 @@ TimingSet timingSet;
 /// The outcome of one configuration's correctness checks, per epilogue.
 struct Passed {
   bool noneNT = false, noneNN = false, bias = false, biasAct = false,
-       dAct = false, dGrad = false;
+       dAct = false, dGrad = false, accumulate = false;
 };
 
 Passed checkConfig(const Config &c, Buffers &b) {
@@ -584,6 +588,16 @@ Passed checkConfig(const Config &c, Buffers &b) {
     if (runFused("DGrad gelu nn in place", inPlace, stream))
       okDGradInPlace = compare("DGrad in place: d over h", c, b, Expect::DGelu,
                                b.accNN, b.hIn, b.ldaux, b.aux, b.ldaux);
+
+    // Accumulate: d = acc + d, d holding h before (GLU's second input
+    // gradient added to the first's in place).
+    auto acc = baseArgs(c, b, FusedEpilogue::Accumulate, false);
+    acc.d = b.aux;
+    acc.ldd = b.ldaux;
+    loadH();
+    if (runFused("Accumulate nn", acc, stream))
+      p.accumulate = compare("Accumulate nn: d += acc", c, b, Expect::AccH,
+                             b.accNN, b.hIn, b.ldaux, b.aux, b.ldaux);
 
     // DGrad: d = acc * gelu'(h) only; aux holds h and must stay intact.
     // (Last on purpose: aux keeps h for the timing that follows.)
@@ -831,7 +845,8 @@ void runConfig(const Config &c, cudaStream_t stream) {
     size_t need = 0;
     for (auto e :
          {FusedEpilogue::None, FusedEpilogue::Bias, FusedEpilogue::BiasAct,
-          FusedEpilogue::DAct, FusedEpilogue::DGrad})
+          FusedEpilogue::DAct, FusedEpilogue::DGrad,
+          FusedEpilogue::Accumulate})
       for (bool nt : {true, false})
         need = std::max(need, fusedGroupedGemmWorkspace(baseArgs(c, b, e, nt)));
     b.workspaceBytes = need;

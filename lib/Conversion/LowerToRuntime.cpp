@@ -838,10 +838,52 @@ private:
 
   LogicalResult lowerGather(GatherOp op) {
     Lin rows = rowsOf(op.getTokenOf());
+    // Rows that only the expert stage's backward reads are gathered there,
+    // after dy's last use, into dy's memory when it is free
+    // (materializeRows): the buffer is named now, made later.
+    Value result = op.getRows();
+    if (result.hasOneUse() && isa<ExpertGradOp>(*result.getUsers().begin()) &&
+        !outputs.count(result)) {
+      deferredGathers[result] = op;
+      bufs[result] = {Value(), rows, dim(op.getInput(), 1)};
+      return success();
+    }
     Value out = define(op.getRows(), rows);
     gatherRows(op, mem(op.getInput()), mem(op.getTokenOf()), out, rows,
                dim(op.getInput(), 1));
     return success();
+  }
+
+  /// The rows `op` reads: those of a deferred gather are gathered now, into
+  /// `scratch` when given (else a buffer of their own).
+  Value materializeRows(ExpertGradOp op, Value scratch) {
+    auto gather = deferredGathers.find(op.getRows());
+    if (gather == deferredGathers.end())
+      return mem(op.getRows());
+    GatherOp g = gather->second;
+    Buf &buf = bufs[op.getRows()];
+    buf.mem = scratch ? scratch
+                      : temp(g.getLoc(), elementOf(g.getRows()), buf.rows,
+                             buf.cols);
+    gatherRows(g, mem(g.getInput()), mem(g.getTokenOf()), buf.mem, buf.rows,
+               buf.cols);
+    deferredGathers.erase(gather);
+    return buf.mem;
+  }
+
+  /// Whether op's dy buffer is free for other [rows, d] data of its type
+  /// once op has read it: the combine's gradient (one rank) made it for op
+  /// alone, and it is not a result of the function. (It may be the saved
+  /// expert outputs, which the combine's gradient already wrote over.)
+  bool dyIsScratch(ExpertGradOp op, Lin rows, int64_t d) {
+    Value dy = op.getGradY();
+    Lin dyRows = rowsOf(dy);
+    return dy.getDefiningOp<CombineGradOp>() && dy.hasOneUse() &&
+           !outputs.count(dy) &&
+           elementOf(dy) == elementOf(op.getRows()) && dim(dy, 1) == d &&
+           dyRows.perToken == rows.perToken &&
+           dyRows.constant == rows.constant &&
+           dyRows.perReceived == rows.perReceived;
   }
 
   /// out[r] = input[token_of[r]] (zeros where token_of[r] = -1).
@@ -1519,7 +1561,7 @@ private:
     int64_t hw = glu ? 2 * hidden : hidden;
     Lin rows = rowsOf(op.getRows());
     Value h = mem(op.getH()), offsets = mem(op.getOffsets());
-    Value dyv = mem(op.getGradY()), rowsv = mem(op.getRows());
+    Value dyv = mem(op.getGradY());
     Type elt = elementOf(op.getGradY());
     auto gemm = [&](StringRef layout, int64_t n, int64_t kdim, int64_t lda,
                     int64_t aCol, int64_t ldc, bool accumulate) {
@@ -1612,6 +1654,12 @@ private:
         groupColumnSum(op, "fc2_bias_grad", dyv, d, 0, d, offsets, groups,
                        local, db2);
     }
+    // dy was read for the last time above. Where this op is its only
+    // reader (one rank: the combine's gradient made it for this op), its
+    // memory holds the rows next (when they are gathered here), then drows:
+    // [R, d] each, so neither needs a buffer of its own.
+    Value scratch = dyIsScratch(op, rows, d) ? dyv : Value();
+    Value rowsv = materializeRows(op, scratch);
     // fc1 (and up): dW1[l] = dh1ᵀ rows, db1, drows = dh1 W1 (+ dhu Wup).
     Value dw1 = define(op.getGradFc1Weight(), {0, local});
     call(op, "grouped_wgrad", {dh, rowsv, dw1, offsets},
@@ -1626,7 +1674,13 @@ private:
       call(op, "grouped_wgrad", {dh, rowsv, dup, offsets},
            wgrad(hidden, d, hw, hidden, d));
     }
-    Value drows = define(op.getGradRows(), rows);
+    Value drows;
+    if (scratch && !outputs.count(op.getGradRows())) {
+      drows = scratch;
+      bufs[op.getGradRows()] = {drows, rows, d};
+    } else {
+      drows = define(op.getGradRows(), rows);
+    }
     call(op, "grouped_gemm", {dh, mem(op.getFc1Weight()), drows, offsets},
          gemm("nn", d, hidden, hw, 0, d, false));
     if (glu)
@@ -1849,6 +1903,8 @@ private:
   /// memory); the module records them so that callers can tell.
   llvm::SmallDenseSet<Value, 2> clobbered;
   Value allRowsOffsets;
+  /// Gathers whose rows only an expert_grad reads, made there.
+  llvm::DenseMap<Value, GatherOp> deferredGathers;
 };
 
 struct FMoELowerToRuntimePass

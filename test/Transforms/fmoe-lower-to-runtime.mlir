@@ -51,8 +51,8 @@
 // CHECK-SAME: %[[H:[a-z0-9]+]]: memref<?xf32> {fmoe.buffer = {clobbered, cols = 32 : i64, name = "saved3", role = "input"
 // CHECK-SAME: name = "grad_input", role = "output"
 // CHECK-NOT: fmoe_rt_memset
-// CHECK: @fmoe_kernels::@layer_backward_combine_grad {{.*}} args(%{{.*}} : memref<?xf32>, %[[Y]] : memref<?xf32>, %{{.*}} : memref<?xi32>, %{{.*}} : memref<?xf32>, %[[Y]] : memref<?xf32>,
-// CHECK: @fmoe_kernels::@layer_backward_gather
+// CHECK: @fmoe_kernels::@layer_backward_combine_grad {{.*}} args(%{{[a-z0-9_]+}} : memref<?xf32>, %[[Y]] : memref<?xf32>, %{{[a-z0-9_]+}} : memref<?xi32>, %{{[a-z0-9_]+}} : memref<?xf32>, %[[Y]] : memref<?xf32>,
+// CHECK-NOT: @fmoe_kernels::@layer_backward_gather
 // da = dy W2, then one pass writes a = act(h) over da and dh over h, and
 // sums dh into fc1's bias gradient (an f32 accumulator, then stored); dW2
 // reads a from da's buffer.
@@ -71,10 +71,13 @@
 // CHECK: @fmoe_kernels::@layer_backward_all_rows {{.*}} args(%[[ALL:[a-z0-9_]+]] : memref<?xi32>,
 // CHECK: call @fmoe_rt_grouped_wgrad_f32(%[[S]], %[[DOUT]], %{{.*}}, %[[ALL]]) {{{.*}}all_rows = true{{.*}}lda = 4 : i64, ldb = 16 : i64, local_experts = 1 : i64, m = 4 : i64, n = 16 : i64
 // CHECK-NOT: fc2_bias_grad
-// CHECK: call @fmoe_rt_grouped_wgrad_f32(
+// dy is not read again: the rows are gathered into its memory (dy is
+// written over the saved y), read by dW1, and drows takes the same memory.
+// CHECK: @fmoe_kernels::@layer_backward_gather {{.*}} args(%{{.*}} : memref<?xf32>, %{{.*}} : memref<?xi32>, %[[Y]] : memref<?xf32>,
+// CHECK: call @fmoe_rt_grouped_wgrad_f32(%[[H]], %[[Y]],
 // CHECK-NOT: fc1_bias_grad
-// CHECK: call @fmoe_rt_grouped_gemm_f32({{.*}}layout = "nn"
-// CHECK: @fmoe_kernels::@layer_backward_gather_grad
+// CHECK: call @fmoe_rt_grouped_gemm_f32(%[[H]], %{{.*}}, %[[Y]], {{.*}}layout = "nn"
+// CHECK: @fmoe_kernels::@layer_backward_gather_grad {{.*}} args(%[[Y]] : memref<?xf32>,
 // CHECK: @fmoe_kernels::@layer_backward_route_grad
 // The gate's backward: GEMMs of one group holding every row (all_rows:
 // a library may run them as plain GEMMs).
@@ -134,8 +137,11 @@
 // With keep-saved, no saved input is written over: dh gets its own buffer.
 // KEEP-LABEL: func.func @layer_backward(
 // KEEP-NOT: clobbered
-// KEEP: @fmoe_kernels::@layer_backward_combine_grad {{.*}} args(%{{.*}} : memref<?xf32>, %[[Y:arg[0-9]+]] : memref<?xf32>, %{{.*}} : memref<?xi32>, %{{.*}} : memref<?xf32>, %[[DY:alloc[a-z0-9_]*]] : memref<?xf32>,
+// KEEP: @fmoe_kernels::@layer_backward_combine_grad {{.*}} args(%{{[a-z0-9_]+}} : memref<?xf32>, %[[Y:arg[0-9]+]] : memref<?xf32>, %{{[a-z0-9_]+}} : memref<?xi32>, %{{[a-z0-9_]+}} : memref<?xf32>, %[[DY:alloc[a-z0-9_]*]] : memref<?xf32>,
 // KEEP: @fmoe_kernels::@layer_backward_act_and_grad_bias {{.*}} args(%[[H:[a-z0-9_]+]] : memref<?xf32>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xi32>, %[[DH:alloc[a-z0-9_]*]] : memref<?xf32>,
+// The rows and drows still take dy's memory (a temporary here).
+// KEEP: @fmoe_kernels::@layer_backward_gather {{.*}} args(%{{.*}} : memref<?xf32>, %{{.*}} : memref<?xi32>, %[[DY]] : memref<?xf32>,
+// KEEP: call @fmoe_rt_grouped_gemm_f32(%[[DH]], %{{.*}}, %[[DY]],
 
 // Shadowed expert 1 lives on rank 0 in slot 1: each weight is replicated
 // from there (the copies are saved for the backward, as the weights are),

@@ -283,7 +283,8 @@ private:
                            const std::vector<BufferRef> &args, bool dact,
                            bool withAct);
   /// A plain bf16 grouped GEMM on fmoe's own sm90 kernel (the None
-  /// epilogue); false when that kernel does not take these arguments.
+  /// epilogue, or Accumulate for c += a W); false when that kernel does not
+  /// take these arguments, or a plain one is left to the library hook.
   bool ownPlainGemm(const Attrs &attrs, const LibraryTarget &target,
                     const std::vector<BufferRef> &args);
   /// Launch fmoe's sm90 grouped GEMM with a workspace of its own; false
@@ -860,19 +861,24 @@ bool CudaBackend::launchFused(const Attrs &attrs, cuda::FusedGemmArgs &f) {
 
 bool CudaBackend::ownPlainGemm(const Attrs &attrs, const LibraryTarget &target,
                                const std::vector<BufferRef> &args) {
-  // FMOE_PLAIN_GEMM=torch leaves plain GEMMs to the library hook (torch's
-  // grouped GEMM) to compare.
+  // Plain GEMMs go to the library hook (torch's grouped GEMM) unless
+  // FMOE_PLAIN_GEMM=own. An accumulating nn GEMM over groups (GLU's second
+  // input gradient, c += a W) runs here in any case: its epilogue adds c in
+  // place, where torch's grouped GEMM (no beta) needs a product buffer of
+  // c's size and an add.
+  if (std::getenv("FMOE_NO_FUSED_GEMM") || args.size() != 4)
+    return false;
   const char *choice = std::getenv("FMOE_PLAIN_GEMM");
-  if (!choice || std::string_view(choice) != "own" ||
-      std::getenv("FMOE_NO_FUSED_GEMM") || args.size() != 4)
+  bool accumulate = attrs.getBool("accumulate", false);
+  std::string layout = attrs.getString("layout");
+  if (accumulate ? layout != "nn" || attrs.getBool("all_rows", false)
+                 : !choice || std::string_view(choice) != "own")
     return false;
   const BufferRef &a = args[0], &w = args[1], &c = args[2], &offsets = args[3];
   DType type = target.typed ? target.type : c.dtype;
   if (type != DType::BF16 || a.dtype != type || w.dtype != type ||
-      c.dtype != type || offsets.dtype != DType::I32 ||
-      attrs.getBool("accumulate", false))
+      c.dtype != type || offsets.dtype != DType::I32)
     return false;
-  std::string layout = attrs.getString("layout");
   if (layout != "nt" && layout != "nn")
     return false;
   cuda::FusedGemmArgs f;
@@ -896,7 +902,8 @@ bool CudaBackend::ownPlainGemm(const Attrs &attrs, const LibraryTarget &target,
   f.offsets = static_cast<const int32_t *>(offsets.data);
   f.experts = local;
   f.groupsPerExpert = groups / local;
-  f.epilogue = cuda::FusedEpilogue::None;
+  f.epilogue = accumulate ? cuda::FusedEpilogue::Accumulate
+                          : cuda::FusedEpilogue::None;
   return launchFused(attrs, f);
 }
 

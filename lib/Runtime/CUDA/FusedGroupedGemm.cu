@@ -114,6 +114,9 @@ bool kindOf(const FusedGemmArgs &a, Kind &kind) {
   case FusedEpilogue::DGrad:
     kind = Kind::DGradGeluNN;
     return !a.nt && a.act == FusedAct::Gelu;
+  case FusedEpilogue::Accumulate:
+    kind = Kind::AccNN;
+    return !a.nt;
   }
   return false;
 }
@@ -132,6 +135,8 @@ bool compiledForSm90(Kind kind) {
     return fused::compiledForSm90<Kind::DGeluNN>();
   case Kind::DGradGeluNN:
     return fused::compiledForSm90<Kind::DGradGeluNN>();
+  case Kind::AccNN:
+    return fused::compiledForSm90<Kind::AccNN>();
   }
   return false;
 }
@@ -151,7 +156,7 @@ const char *argumentRefusal(const FusedGemmArgs &a, Kind &kind) {
   if (!kindOf(a, kind))
     return "no kernel for this epilogue, activation and layout (instantiated:"
            " None nt/nn, Bias nt, BiasAct+Gelu nt, DAct+Gelu nn, DGrad+Gelu"
-           " nn)";
+           " nn, Accumulate nn)";
   if (a.experts <= 0 || a.experts > INT_MAX || a.groupsPerExpert <= 0 ||
       a.experts * a.groupsPerExpert > INT_MAX)
     return "experts and groupsPerExpert must be positive (and fit int32)";
@@ -217,6 +222,8 @@ size_t workspaceFor(Kind kind, const FusedGemmArgs &a, int sms) {
     return fused::workspaceBytes<Kind::DGeluNN>(a, sms);
   case Kind::DGradGeluNN:
     return fused::workspaceBytes<Kind::DGradGeluNN>(a, sms);
+  case Kind::AccNN:
+    return fused::workspaceBytes<Kind::AccNN>(a, sms);
   }
   return 0;
 }
@@ -267,6 +274,8 @@ void launchFusedGroupedGemm(const FusedGemmArgs &args, CUstream_st *stream) {
     return fused::launch<Kind::DGeluNN>(args, stream, dev.smCount);
   case Kind::DGradGeluNN:
     return fused::launch<Kind::DGradGeluNN>(args, stream, dev.smCount);
+  case Kind::AccNN:
+    return fused::launch<Kind::AccNN>(args, stream, dev.smCount);
   }
 }
 

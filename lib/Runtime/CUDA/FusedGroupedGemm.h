@@ -28,6 +28,8 @@
 //            (no second output; d may be aux itself, with ldd == ldaux: each
 //             element of h is read before the same thread block writes d
 //             over it).
+//   Accumulate: d = acc + d  (d read as the source, then written over, as
+//            DGrad's in-place form; nn only; aux is not used)
 //
 // The per-expert row counts live only on the device (`offsets`): the launch
 // never reads them on the host and never synchronises, so it can be captured
@@ -46,7 +48,7 @@ struct CUstream_st;
 
 namespace fmoe::runtime::cuda {
 
-enum class FusedEpilogue { None, Bias, BiasAct, DAct, DGrad };
+enum class FusedEpilogue { None, Bias, BiasAct, DAct, DGrad, Accumulate };
 
 /// The activation of BiasAct, DAct and DGrad.
 enum class FusedAct {
@@ -99,7 +101,7 @@ size_t fusedGroupedGemmWorkspace(const FusedGemmArgs &args);
 /// Whether launchFusedGroupedGemm accepts `args` on the current device: the
 /// sm_90a kernels were built and the device is sm_90; a kernel is
 /// instantiated for the (epilogue, act, nt) combination (None nt/nn, Bias nt,
-/// BiasAct+Gelu nt, DAct+Gelu nn, DGrad+Gelu nn); every pointer is
+/// BiasAct+Gelu nt, DAct+Gelu nn, DGrad+Gelu nn, Accumulate nn); every pointer is
 /// 16-byte aligned and every leading dimension a multiple of 8 elements;
 /// n and k are positive multiples of 8. Does not look at the workspace.
 bool fusedGroupedGemmSupported(const FusedGemmArgs &args);

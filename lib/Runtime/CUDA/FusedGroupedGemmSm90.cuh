@@ -509,6 +509,12 @@ using DGradGeluTree =
     fusion::Sm90EVT<fusion::Sm90Compute<GeluErfBackward, Bf16, float, kRound>,
                     fusion::Sm90AccFetch, fusion::Sm90SrcFetch<Bf16>>;
 
+/// d = acc + C, C being d itself (per-group TMA load, then stored over)
+template <class S>
+using AccTree =
+    fusion::Sm90EVT<fusion::Sm90Compute<cutlass::plus, Bf16, float, kRound>,
+                    fusion::Sm90AccFetch, fusion::Sm90SrcFetch<Bf16>>;
+
 /// The schedule of every kind (FMOE_FUSED_SCHEDULE_PINGPONG=0/1 overrides it
 /// for all kinds at build time, for A/B measurements: bench/fused_gemm).
 #if defined(FMOE_FUSED_SCHEDULE_PINGPONG)
@@ -541,6 +547,7 @@ template <>
 struct KindTraits<Kind::DGeluNN> : TraitsOf<false, Bf16, DGeluTree> {};
 template <>
 struct KindTraits<Kind::DGradGeluNN> : TraitsOf<false, Bf16, DGradGeluTree> {};
+template <> struct KindTraits<Kind::AccNN> : TraitsOf<false, Bf16, AccTree> {};
 
 template <Kind K> struct GemmFor {
   using Traits = KindTraits<K>;
@@ -661,9 +668,10 @@ template <class G> TablePtrs tablePtrs(char *base, const Plan &p) {
 }
 
 /// One thread per group (local expert) l: M_l from `offsets`, the group's
-/// pointers and strides. C is DAct's and DGrad's h (aux); the aux-store
-/// table holds BiasAct's h destination (aux) or DAct's act(h) destination
-/// (actOut, or aux in place); DGrad does not use it.
+/// pointers and strides. C is DAct's and DGrad's h (aux), Accumulate's d;
+/// the aux-store table holds BiasAct's h destination (aux) or DAct's act(h)
+/// destination (actOut, or aux in place); DGrad and Accumulate do not use
+/// it.
 template <class G>
 __global__ void buildGroupTables(FusedGemmArgs args, TablePtrs t) {
   using namespace types;
@@ -684,7 +692,8 @@ __global__ void buildGroupTables(FusedGemmArgs args, TablePtrs t) {
       args.bias ? static_cast<const Bf16 *>(args.bias) + l * N : nullptr;
   Bf16 *aux =
       args.aux ? static_cast<Bf16 *>(args.aux) + begin * args.ldaux : nullptr;
-  t.c[l] = aux;
+  bool accumulate = args.epilogue == FusedEpilogue::Accumulate;
+  t.c[l] = accumulate ? t.d[l] : aux;
   if (args.epilogue == FusedEpilogue::DAct && args.actOut)
     t.aux[l] = static_cast<Bf16 *>(args.actOut) + begin * args.ldact;
   else
@@ -694,7 +703,7 @@ __global__ void buildGroupTables(FusedGemmArgs args, TablePtrs t) {
   static_cast<typename G::StrideB *>(t.strideB)[l] =
       leadingStride<typename G::StrideB>(args.nt ? K : N);
   static_cast<typename G::StrideC *>(t.strideC)[l] =
-      leadingStride<typename G::StrideC>(args.ldaux);
+      leadingStride<typename G::StrideC>(accumulate ? args.ldd : args.ldaux);
   static_cast<typename G::StrideD *>(t.strideD)[l] =
       leadingStride<typename G::StrideD>(args.ldd);
 }
@@ -744,8 +753,8 @@ makeArguments(const FusedGemmArgs &a, const TablePtrs &t, int device,
         {},
         {{}, {static_cast<Bf16 *const *>(t.aux), a.actOut ? a.ldact : a.ldaux}},
         {}};
-  } else if constexpr (K == Kind::DGradGeluNN) {
-    // (acc, C, dgelu): nothing to pass
+  } else if constexpr (K == Kind::DGradGeluNN || K == Kind::AccNN) {
+    // (acc, C, dgelu) and (acc, C, plus): nothing to pass
     fa = {{}, {}, {}};
   }
 

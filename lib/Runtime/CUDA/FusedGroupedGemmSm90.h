@@ -23,6 +23,7 @@ enum class Kind {
   BiasGeluNT,  // BiasAct with Gelu
   DGeluNN,     // DAct with Gelu
   DGradGeluNN, // DGrad with Gelu
+  AccNN,       // Accumulate: d += acc
 };
 
 /// Device scratch bytes for `args` with `smCount` SMs (see
@@ -52,6 +53,7 @@ FMOE_FUSED_EXTERN(BiasNT)
 FMOE_FUSED_EXTERN(BiasGeluNT)
 FMOE_FUSED_EXTERN(DGeluNN)
 FMOE_FUSED_EXTERN(DGradGeluNN)
+FMOE_FUSED_EXTERN(AccNN)
 #undef FMOE_FUSED_EXTERN
 
 } // namespace fmoe::runtime::cuda::fused
