@@ -845,8 +845,7 @@ void runConfig(const Config &c, cudaStream_t stream) {
     size_t need = 0;
     for (auto e :
          {FusedEpilogue::None, FusedEpilogue::Bias, FusedEpilogue::BiasAct,
-          FusedEpilogue::DAct, FusedEpilogue::DGrad,
-          FusedEpilogue::Accumulate})
+          FusedEpilogue::DAct, FusedEpilogue::DGrad, FusedEpilogue::Accumulate})
       for (bool nt : {true, false})
         need = std::max(need, fusedGroupedGemmWorkspace(baseArgs(c, b, e, nt)));
     b.workspaceBytes = need;

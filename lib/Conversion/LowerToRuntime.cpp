@@ -862,9 +862,9 @@ private:
       return mem(op.getRows());
     GatherOp g = gather->second;
     Buf &buf = bufs[op.getRows()];
-    buf.mem = scratch ? scratch
-                      : temp(g.getLoc(), elementOf(g.getRows()), buf.rows,
-                             buf.cols);
+    buf.mem =
+        scratch ? scratch
+                : temp(g.getLoc(), elementOf(g.getRows()), buf.rows, buf.cols);
     gatherRows(g, mem(g.getInput()), mem(g.getTokenOf()), buf.mem, buf.rows,
                buf.cols);
     deferredGathers.erase(gather);
@@ -879,9 +879,8 @@ private:
     Value dy = op.getGradY();
     Lin dyRows = rowsOf(dy);
     return dy.getDefiningOp<CombineGradOp>() && dy.hasOneUse() &&
-           !outputs.count(dy) &&
-           elementOf(dy) == elementOf(op.getRows()) && dim(dy, 1) == d &&
-           dyRows.perToken == rows.perToken &&
+           !outputs.count(dy) && elementOf(dy) == elementOf(op.getRows()) &&
+           dim(dy, 1) == d && dyRows.perToken == rows.perToken &&
            dyRows.constant == rows.constant &&
            dyRows.perReceived == rows.perReceived;
   }

@@ -902,8 +902,8 @@ bool CudaBackend::ownPlainGemm(const Attrs &attrs, const LibraryTarget &target,
   f.offsets = static_cast<const int32_t *>(offsets.data);
   f.experts = local;
   f.groupsPerExpert = groups / local;
-  f.epilogue = accumulate ? cuda::FusedEpilogue::Accumulate
-                          : cuda::FusedEpilogue::None;
+  f.epilogue =
+      accumulate ? cuda::FusedEpilogue::Accumulate : cuda::FusedEpilogue::None;
   return launchFused(attrs, f);
 }
 

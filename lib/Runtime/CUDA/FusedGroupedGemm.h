@@ -101,9 +101,9 @@ size_t fusedGroupedGemmWorkspace(const FusedGemmArgs &args);
 /// Whether launchFusedGroupedGemm accepts `args` on the current device: the
 /// sm_90a kernels were built and the device is sm_90; a kernel is
 /// instantiated for the (epilogue, act, nt) combination (None nt/nn, Bias nt,
-/// BiasAct+Gelu nt, DAct+Gelu nn, DGrad+Gelu nn, Accumulate nn); every pointer is
-/// 16-byte aligned and every leading dimension a multiple of 8 elements;
-/// n and k are positive multiples of 8. Does not look at the workspace.
+/// BiasAct+Gelu nt, DAct+Gelu nn, DGrad+Gelu nn, Accumulate nn); every pointer
+/// is 16-byte aligned and every leading dimension a multiple of 8 elements; n
+/// and k are positive multiples of 8. Does not look at the workspace.
 bool fusedGroupedGemmSupported(const FusedGemmArgs &args);
 
 /// Why `args` is refused, or null when fusedGroupedGemmSupported(args).
