@@ -74,6 +74,7 @@ SOURCES=(
   lib/Runtime/CUDA/FusedGroupedGemmSm90BiasGeluNT.cu
   lib/Runtime/CUDA/FusedGroupedGemmSm90DGeluNN.cu
   lib/Runtime/CUDA/FusedGroupedGemmSm90DGradGeluNN.cu
+  lib/Runtime/CUDA/FusedGroupedGemmSm90AccNN.cu
   bench/fused_gemm/check_fused_gemm.cu
 )
 # One background nvcc per translation unit (the CUTLASS ones take about a
