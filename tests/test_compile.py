@@ -107,6 +107,18 @@ def test_activations(activation):
     check_layer(layer, compiled, (7, 3, D_MODEL), torch.float32, activation)
 
 
+@pytest.mark.parametrize("activation", ["swiglu", "geglu"])
+def test_glu_biases_in_gemm_epilogues(activation):
+    # bf16 GLU experts with both biases: the rows are gathered once for the
+    # gate and up GEMMs, fc1's bias comes with the gate half's GEMM (none
+    # with the up half's), fc2's with its GEMM; the backward gathers the
+    # rows into dy's memory and adds the up half's input gradient in place.
+    layer = make_layer(4, 2, torch.bfloat16, activation=activation)
+    compiled = fmoe.compile(layer)
+    for shape in [(1, D_MODEL), (7, 3, D_MODEL)]:
+        check_layer(layer, compiled, shape, torch.bfloat16, activation)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("activation", ["gelu", "swiglu"])
 def test_fine_grained_experts_save_their_rows(activation, dtype):

@@ -930,15 +930,14 @@ private:
 
   /// Whether the expert MLP's biases go into its GEMMs' epilogues
   /// (fmoe_rt_grouped_gemm_bias): bf16 (the runtime's sm90 grouped GEMMs
-  /// with epilogues take bf16), both biases, one fc1 GEMM (not the GLU
-  /// forms' two), and widths the GEMMs' 16-byte rows allow. The activation
+  /// with epilogues take bf16), both biases (GLU: fc1's with the gate
+  /// half), and widths the GEMMs' 16-byte rows allow. The activation
   /// joins them only from d_model 2048 (activationInEpilogues): below, the
   /// epilogue's extra work costs what the row kernel does
   /// (docs/fused-gemm.md).
-  static bool fusableEpilogues(Value fc1, Value fc1Bias, Value fc2Bias,
-                               Activation act) {
-    return expertEpiloguesFusable(elementOf(fc1), act, bool(fc1Bias),
-                                  bool(fc2Bias), dim(fc1, 1), dim(fc1, 2));
+  static bool fusableEpilogues(Value fc1, Value fc1Bias, Value fc2Bias) {
+    return expertEpiloguesFusable(elementOf(fc1), bool(fc1Bias), bool(fc2Bias),
+                                  dim(fc1, 1), dim(fc1, 2));
   }
 
   /// A GEMM call's attributes with the `activation` its epilogue applies.
@@ -965,45 +964,46 @@ private:
     // The biases in the GEMMs' epilogues, where the runtime has them; the
     // activation too where d_model is long enough (activationInEpilogues),
     // else a row kernel (a = act(h) reads h once).
-    bool biasInGemm =
-        fusedEpilogues && fusableEpilogues(fc1, fc1Bias, fc2Bias, act);
+    bool biasInGemm = fusedEpilogues && fusableEpilogues(fc1, fc1Bias, fc2Bias);
     bool actInGemm =
         biasInGemm && activationInEpilogues(elementOf(fc1), act, bool(fc1Bias),
                                             bool(fc2Bias), hidden, d);
     Value a = actRes ? define(actRes, rows)
                      : temp(op->getLoc(), elementOf(hRes), rows, hidden);
     // Rows past offsets[G] are never read: no memsets.
-    auto fc1Gemm = [&](Value w, int64_t cCol) {
-      if (biasInGemm) {
-        // The epilogue GEMMs load contiguous rows: a gathered operand is
-        // gathered first (as a gathering GEMM would, into a buffer of its
-        // own).
-        Value src = mem(rowsSrc);
-        if (tokenOf) {
-          src = temp(op->getLoc(), elementOf(hRes), rows, d);
-          gatherRows(op, mem(rowsSrc), mem(tokenOf), src, rows, d);
-        }
+    // The epilogue GEMMs load contiguous rows, and GLU's gate and up GEMMs
+    // read the same rows: there a gathered operand is gathered first, once,
+    // into a buffer of its own (as a gathering GEMM would; on the GPU that
+    // is one generated kernel rather than two of the library's gathers).
+    Value src = mem(rowsSrc);
+    bool gatherFirst = tokenOf && (biasInGemm || glu);
+    if (gatherFirst) {
+      src = temp(op->getLoc(), elementOf(hRes), rows, d);
+      gatherRows(op, mem(rowsSrc), mem(tokenOf), src, rows, d);
+    }
+    auto fc1Gemm = [&](Value w, Value bias, int64_t cCol) {
+      if (biasInGemm && bias) {
         if (actInGemm) {
           call(op, "grouped_gemm_bias_act",
-               {src, mem(w), mem(fc1Bias), h, a, mem(offsets)},
+               {src, mem(w), mem(bias), h, a, mem(offsets)},
                withActivation(gemmAttrs("nt", hidden, d, d, hw, cCol, local),
                               act));
         } else {
           call(op, "grouped_gemm_bias",
-               {src, mem(w), mem(fc1Bias), h, mem(offsets)},
+               {src, mem(w), mem(bias), h, mem(offsets)},
                gemmAttrs("nt", hidden, d, d, hw, cCol, local));
         }
-      } else if (tokenOf)
+      } else if (tokenOf && !gatherFirst)
         call(op, "grouped_gemm_gather",
              {mem(rowsSrc), mem(tokenOf), mem(w), h, mem(offsets)},
              gemmAttrs("nt", hidden, d, d, hw, cCol, local));
       else
-        call(op, "grouped_gemm", {mem(rowsSrc), mem(w), h, mem(offsets)},
+        call(op, "grouped_gemm", {src, mem(w), h, mem(offsets)},
              gemmAttrs("nt", hidden, d, d, hw, cCol, local));
     };
-    fc1Gemm(fc1, 0);
+    fc1Gemm(fc1, fc1Bias, 0);
     if (glu)
-      fc1Gemm(up, hidden);
+      fc1Gemm(up, Value(), hidden);
     // Activation epilogue: h keeps the biased pre-activation, a = act(h).
     if (!actInGemm)
       activationRows(op, h, offsets, a, biasInGemm ? Value() : fc1Bias, rows,
@@ -1613,7 +1613,7 @@ private:
            {dyv, mem(op.getFc2Weight()), h, dh, a, offsets},
            withActivation(gemm("nn", hidden, d, d, 0, hidden, false), act));
     } else if (op.getAct() && fusedEpilogues && act == Activation::gelu &&
-               expertEpiloguesFusable(elt, act, true, true, hidden, d)) {
+               expertEpiloguesFusable(elt, true, true, hidden, d)) {
       // The forward kept a = act(h): dh = (dy W2) * gelu'(h) comes out of
       // the da GEMM's epilogue (h read there, dh written over it when h is
       // not needed again), and dW2 reads the kept a. No pass over h.

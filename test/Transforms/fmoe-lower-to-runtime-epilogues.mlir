@@ -8,8 +8,9 @@
 // bf16 experts with both biases: each bias goes into its GEMM's epilogue
 // (fmoe_rt_grouped_gemm_bias), the activation is a row kernel reading h
 // (bias_act without a bias). The gathered operand is gathered first (the
-// epilogue GEMMs load contiguous rows). GLU forms and other dtypes keep the
-// plain GEMMs and the bias kernels.
+// epilogue GEMMs load contiguous rows). GLU forms put fc1's bias in the gate
+// half's GEMM (the up half has none); other dtypes keep the plain GEMMs and
+// the bias kernels.
 func.func @gelu_bf16(%x: tensor<?x16xbf16>, %wg: tensor<4x16xbf16>,
                      %w1: tensor<4x32x16xbf16>, %b1: tensor<4x32xbf16>,
                      %w2: tensor<4x16x32xbf16>, %b2: tensor<4x16xbf16>) -> tensor<?x16xbf16> {
@@ -28,6 +29,19 @@ func.func @relu_bf16(%x: tensor<?x16xbf16>, %wg: tensor<4x16xbf16>,
       {activation = #fmoe<activation relu>, num_experts = 4 : i64, top_k = 2 : i64}
       : (tensor<?x16xbf16>, tensor<4x16xbf16>, tensor<4x32x16xbf16>, tensor<4x32xbf16>,
          tensor<4x16x32xbf16>, tensor<4x16xbf16>) -> tensor<?x16xbf16>
+  return %y : tensor<?x16xbf16>
+}
+
+// SwiGLU: the rows gathered once for both halves of h; fc1's bias in the
+// gate half's epilogue, none in the up half's; fc2's bias in its epilogue.
+func.func @swiglu_bf16(%x: tensor<?x16xbf16>, %wg: tensor<4x16xbf16>,
+                       %w1: tensor<4x32x16xbf16>, %b1: tensor<4x32xbf16>,
+                       %wu: tensor<4x32x16xbf16>,
+                       %w2: tensor<4x16x32xbf16>, %b2: tensor<4x16xbf16>) -> tensor<?x16xbf16> {
+  %y = fmoe.moe %x gate %wg fc1 %w1 bias %b1 up %wu fc2 %w2 bias %b2
+      {activation = #fmoe<activation swiglu>, num_experts = 4 : i64, top_k = 2 : i64}
+      : (tensor<?x16xbf16>, tensor<4x16xbf16>, tensor<4x32x16xbf16>, tensor<4x32xbf16>,
+         tensor<4x32x16xbf16>, tensor<4x16x32xbf16>, tensor<4x16xbf16>) -> tensor<?x16xbf16>
   return %y : tensor<?x16xbf16>
 }
 
@@ -70,6 +84,16 @@ func.func @gelu_f32(%x: tensor<?x16xf32>, %wg: tensor<4x16xf32>,
 // CHECK: call @fmoe_rt_grouped_gemm_bias_bf16(
 // CHECK: gpu.launch_func @fmoe_kernels::@relu_bf16_bias_act {{.*}} args(%{{[a-z0-9_]+}} : memref<?xbf16>, %{{[a-z0-9_]+}} : memref<?xi32>, %{{[a-z0-9_]+}} : memref<?xbf16>, %arg0 : index)
 // CHECK: call @fmoe_rt_grouped_gemm_bias_bf16(
+// CHECK-LABEL: func.func @swiglu_bf16(
+// CHECK-NOT: grouped_gemm_gather
+// CHECK: gpu.launch_func @fmoe_kernels::@swiglu_bf16_gather {{.*}} args(%arg1 : memref<?xbf16>, %{{.*}} : memref<?xi32>, %[[ROWS:[a-z0-9_]+]] : memref<?xbf16>
+// CHECK-NEXT: call @fmoe_rt_grouped_gemm_bias_bf16(%[[ROWS]], %arg3, %arg4, %[[H:[a-z0-9_]+]], %[[OFF:[a-z0-9_]+]]) {c_col = 0 : i64
+// CHECK-SAME: ldc = 64 : i64
+// CHECK-NEXT: call @fmoe_rt_grouped_gemm_bf16(%[[ROWS]], %arg5, %[[H]], %[[OFF]]) {c_col = 32 : i64
+// CHECK: gpu.launch_func @fmoe_kernels::@swiglu_bf16_bias_act {{.*}} args(%[[H]] : memref<?xbf16>, %[[OFF]] : memref<?xi32>, %[[A:[a-z0-9_]+]] : memref<?xbf16>, %arg0 : index)
+// CHECK-NEXT: call @fmoe_rt_grouped_gemm_bias_bf16(%[[A]], %arg6, %arg7,
+// CHECK-NOT: @fmoe_kernels::@swiglu_bf16_bias blocks
+// CHECK-LABEL: func.func @swiglu_bf16_backward(
 // CHECK-LABEL: func.func @gelu_f32(
 // CHECK-NOT: grouped_gemm_bias
 // CHECK: gpu.launch_func @fmoe_kernels::@gelu_f32_bias_act

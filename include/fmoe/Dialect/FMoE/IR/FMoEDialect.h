@@ -25,13 +25,12 @@ inline bool isGLU(Activation act) {
 
 /// Whether an expert MLP's GEMMs can take its biases in their epilogues:
 /// the runtime's fused grouped GEMMs take bf16 rows whose widths are
-/// multiples of 8 elements (16-byte rows), both biases, and one fc1 GEMM
-/// (not the GLU forms' two). --fmoe-lower-to-runtime fuses the biases
-/// then (with --fused-epilogues).
-inline bool expertEpiloguesFusable(Type elt, Activation act, bool fc1Bias,
-                                   bool fc2Bias, int64_t hidden, int64_t d) {
-  return elt.isBF16() && !isGLU(act) && fc1Bias && fc2Bias && hidden % 8 == 0 &&
-         d % 8 == 0;
+/// multiples of 8 elements (16-byte rows), and both biases (GLU forms: fc1's
+/// goes with the gate half's GEMM; the up half has none).
+/// --fmoe-lower-to-runtime fuses the biases then (with --fused-epilogues).
+inline bool expertEpiloguesFusable(Type elt, bool fc1Bias, bool fc2Bias,
+                                   int64_t hidden, int64_t d) {
+  return elt.isBF16() && fc1Bias && fc2Bias && hidden % 8 == 0 && d % 8 == 0;
 }
 
 /// d_model from which GeLU itself also goes into the expert GEMMs'
@@ -49,7 +48,7 @@ inline constexpr int64_t kActivationEpilogueMinDModel = 2048;
 inline bool activationInEpilogues(Type elt, Activation act, bool fc1Bias,
                                   bool fc2Bias, int64_t hidden, int64_t d) {
   return act == Activation::gelu && d >= kActivationEpilogueMinDModel &&
-         expertEpiloguesFusable(elt, act, fc1Bias, fc2Bias, hidden, d);
+         expertEpiloguesFusable(elt, fc1Bias, fc2Bias, hidden, d);
 }
 
 /// Whether the forward keeps an expert MLP's activations act(h) for the
@@ -60,7 +59,7 @@ inline bool activationInEpilogues(Type elt, Activation act, bool fc1Bias,
 inline bool keepsActivations(Type elt, Activation act, bool fc1Bias,
                              bool fc2Bias, int64_t hidden, int64_t d) {
   return act == Activation::gelu &&
-         expertEpiloguesFusable(elt, act, fc1Bias, fc2Bias, hidden, d);
+         expertEpiloguesFusable(elt, fc1Bias, fc2Bias, hidden, d);
 }
 } // namespace mlir::fmoe
 
