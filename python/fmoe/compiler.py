@@ -29,7 +29,7 @@ from . import _ops
 __all__ = ["compile", "CompileError", "cache_dir", "emit_mlir"]
 
 #: Bumped with every change that alters the compiled modules.
-COMPILER_ABI = "fmoe-4"
+COMPILER_ABI = "fmoe-5"
 
 _DTYPE_NAMES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
 
