@@ -111,6 +111,9 @@ public:
     for (Operation &op : func.front().without_terminator())
       if (failed(lower(&op)))
         return failure();
+    if (!deferredGathers.empty())
+      return deferredGathers.begin()->second.emitError(
+          "gathered rows deferred to their reader were never made");
 
     // Argument metadata for the module writer and the runtime.
     SmallVector<Attribute> argInfo;
