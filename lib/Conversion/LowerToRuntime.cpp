@@ -39,6 +39,10 @@ struct Lin {
   Lin operator*(int64_t k) const {
     return {perToken * k, constant * k, perReceived * k};
   }
+  bool operator==(const Lin &o) const {
+    return perToken == o.perToken && constant == o.constant &&
+           perReceived == o.perReceived;
+  }
 };
 
 /// A tensor value's buffer: `rows x cols` elements.
@@ -662,6 +666,29 @@ private:
             b.getNamedAttr("local_experts", b.getI64IntegerAttr(local))};
   }
 
+  /// The attributes of a grouped weight gradient dw[l] (m x n) = aᵀ b over
+  /// the rows of local expert l, a's columns from aCol (leading dimensions
+  /// lda, ldb).
+  SmallVector<NamedAttribute> wgradAttrs(int64_t m, int64_t n, int64_t lda,
+                                         int64_t aCol, int64_t ldb,
+                                         int64_t local) {
+    return {b.getNamedAttr("m", b.getI64IntegerAttr(m)),
+            b.getNamedAttr("n", b.getI64IntegerAttr(n)),
+            b.getNamedAttr("lda", b.getI64IntegerAttr(lda)),
+            b.getNamedAttr("a_col", b.getI64IntegerAttr(aCol)),
+            b.getNamedAttr("ldb", b.getI64IntegerAttr(ldb)),
+            b.getNamedAttr("local_experts", b.getI64IntegerAttr(local))};
+  }
+
+  /// dw (m x n) = aᵀ b over every row (a: [T, m], b: [T, n]), as a
+  /// one-group grouped_wgrad.
+  void allRowsWgrad(Operation *op, Value a, Value bm, Value dw, int64_t m,
+                    int64_t n) {
+    SmallVector<NamedAttribute> attrs = wgradAttrs(m, n, m, 0, n, 1);
+    attrs.push_back(allRowsAttr());
+    call(op, "grouped_wgrad", {a, bm, dw, allRows(op)}, attrs);
+  }
+
   /// Group offsets {0, T}: one group holding every row, for the gate's
   /// GEMMs. Their calls carry `all_rows = true`, which tells a library that
   /// the one group is every row of the operands (so that it may run them as
@@ -880,12 +907,9 @@ private:
   /// expert outputs, which the combine's gradient already wrote over.)
   bool dyIsScratch(ExpertGradOp op, Lin rows, int64_t d) {
     Value dy = op.getGradY();
-    Lin dyRows = rowsOf(dy);
     return dy.getDefiningOp<CombineGradOp>() && dy.hasOneUse() &&
            !outputs.count(dy) && elementOf(dy) == elementOf(op.getRows()) &&
-           dim(dy, 1) == d && dyRows.perToken == rows.perToken &&
-           dyRows.constant == rows.constant &&
-           dyRows.perReceived == rows.perReceived;
+           dim(dy, 1) == d && rowsOf(dy) == rows;
   }
 
   /// out[r] = input[token_of[r]] (zeros where token_of[r] = -1).
@@ -1305,38 +1329,22 @@ private:
                          int64_t d, Value db2) {
     Location loc = op.getLoc();
     int64_t topK = dim(combineGrad.getSlotPos(), 1);
-    int64_t perExpert = groups / local;
     Lin tokens = rowsOf(combineGrad.getSlotPos());
     Value s = temp(loc, elementOf(op.getGradY()), tokens, local);
     memset(op, s, 0);
-    // One thread per slot: its row's group by a binary search of the
-    // offsets (offsets[g] <= pos < offsets[g + 1] holds for one g).
+    // One thread per slot; the local expert of its row, for kept slots.
     launch(op, "token_scores",
            {mem(combineGrad.getSlotPos()), mem(combineGrad.getScores()),
             offsets, s},
            tokens * topK, [&](KB &k, Value slot, ValueRange a, Value) {
              Value pos = k.toIndex(k.ld(a[0], slot));
-             Value lo = k.c(0), hi = k.c(groups);
-             for (int64_t span = 1; span < groups; span *= 2) {
-               Value mid = k.div(k.add(lo, hi), k.c(2));
-               Value below = k.cmpi(arith::CmpIPredicate::sle,
-                                    k.toIndex(k.ld(a[2], mid)), pos);
-               lo = k.sel(below, mid, lo);
-               hi = k.sel(below, hi, mid);
-             }
-             Value l = k.div(lo, k.c(perExpert));
              Value t = k.div(slot, k.c(topK));
              k.when(k.cmpi(arith::CmpIPredicate::sge, pos, k.c(0)), [&] {
+               Value l = localExpertOf(k, a[2], pos, groups, local);
                k.st(k.ld(a[1], slot), a[3], k.add(k.mul(t, k.c(local)), l));
              });
            });
-    auto attr = [&](StringRef name, int64_t v) {
-      return b.getNamedAttr(name, b.getI64IntegerAttr(v));
-    };
-    call(op, "grouped_wgrad",
-         {s, mem(combineGrad.getGradOutput()), db2, allRows(op)},
-         {attr("m", local), attr("n", d), attr("lda", local), attr("a_col", 0),
-          attr("ldb", d), attr("local_experts", 1), allRowsAttr()});
+    allRowsWgrad(op, s, mem(combineGrad.getGradOutput()), db2, local, d);
   }
 
   /// grad[l, c] = sum over the rows of local expert l of src[r, col0 + c].
@@ -1575,13 +1583,7 @@ private:
     };
     auto wgrad = [&](int64_t m, int64_t n, int64_t lda, int64_t aCol,
                      int64_t ldb) {
-      return SmallVector<NamedAttribute>{
-          b.getNamedAttr("m", b.getI64IntegerAttr(m)),
-          b.getNamedAttr("n", b.getI64IntegerAttr(n)),
-          b.getNamedAttr("lda", b.getI64IntegerAttr(lda)),
-          b.getNamedAttr("a_col", b.getI64IntegerAttr(aCol)),
-          b.getNamedAttr("ldb", b.getI64IntegerAttr(ldb)),
-          b.getNamedAttr("local_experts", b.getI64IntegerAttr(local))};
+      return wgradAttrs(m, n, lda, aCol, ldb, local);
     };
     // Unless the forward kept the activations (below): da = dy W2 first;
     // then one pass over h and da recomputes the activation a = act(h)
@@ -1839,22 +1841,16 @@ private:
       convert(dl, dlc, rows * e);
     }
     Value all = allRows(op);
-    auto attr = [&](StringRef name, int64_t v) {
-      return b.getNamedAttr(name, b.getI64IntegerAttr(v));
-    };
     Value dx = bufs.count(op.getGradInput()) ? mem(op.getGradInput())
                                              : define(op.getGradInput(), rows);
     if (mem(op.getGradInputAcc()) != dx)
       convert(mem(op.getGradInputAcc()), dx, rows * d);
-    call(op, "grouped_gemm", {dlc, mem(op.getWeight()), dx, all},
-         {b.getNamedAttr("layout", b.getStringAttr("nn")), attr("n", d),
-          attr("k", e), attr("lda", e), attr("a_col", 0), attr("ldc", d),
-          attr("c_col", 0), b.getNamedAttr("accumulate", b.getBoolAttr(true)),
-          attr("local_experts", 1), allRowsAttr()});
-    Value dw = define(op.getGradWeight(), {0, e});
-    call(op, "grouped_wgrad", {dlc, x, dw, all},
-         {attr("m", e), attr("n", d), attr("lda", e), attr("a_col", 0),
-          attr("ldb", d), attr("local_experts", 1), allRowsAttr()});
+    SmallVector<NamedAttribute> attrs = gemmAttrs("nn", d, e, e, d, 0, 1);
+    attrs.append({b.getNamedAttr("a_col", b.getI64IntegerAttr(0)),
+                  b.getNamedAttr("accumulate", b.getBoolAttr(true)),
+                  allRowsAttr()});
+    call(op, "grouped_gemm", {dlc, mem(op.getWeight()), dx, all}, attrs);
+    allRowsWgrad(op, dlc, x, define(op.getGradWeight(), {0, e}), e, d);
     if (op.getGradBias())
       groupColumnSum(op, "gate_bias_grad", dl, e, 0, e, all, 1, 1,
                      define(op.getGradBias(), {0, e}), /*chunks=*/256);

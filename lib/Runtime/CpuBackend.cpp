@@ -686,16 +686,10 @@ private:
       // holding its row (dropped slots: nothing).
       View pos = v(a, 0), sc = v(a, 1), off = v(a, 2), s = v(a, 3);
       int64_t topK = pos.cols(), local = s.cols();
-      int64_t groups = off.numel() - 1, perExpert = groups / local;
-      for (int64_t slot = 0; slot < t * topK; ++slot) {
-        int32_t p = pos.i(slot);
-        if (p < 0)
-          continue;
-        int64_t g = 0;
-        while (g + 1 < groups && off.i(g + 1) <= p)
-          ++g;
-        s.set((slot / topK) * local + g / perExpert, sc.f(slot));
-      }
+      for (int64_t slot = 0; slot < t * topK; ++slot)
+        if (int32_t p = pos.i(slot); p >= 0)
+          s.set((slot / topK) * local + localExpertOf(off, p, local),
+                sc.f(slot));
     } else if (k == "act_and_grad") {
       actGrad(c, v(a, 0), v(a, 1), v(a, 2), v(a, 3));
     } else if (k == "act_and_grad_bias") {
